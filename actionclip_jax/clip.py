@@ -1,0 +1,308 @@
+"""CLIP (ViT image tower + causal text tower) in Flax linen, numerically the OpenAI PyTorch model.
+
+Module and parameter names follow the OpenAI state dict (`visual.conv1`, `ln_pre`, `resblocks`, `ln_post`, `proj`,
+`token_embedding`, `ln_final`, `text_projection`, `logit_scale`), so `convert.py` is a rename plus transposes.
+Residual blocks are stacked with `nn.scan` (a leading `layers` axis on every block parameter): compile time stays
+flat in depth, and the same layout serves remat and sharding. Every parameter carries logical axis names; how those
+map to a device mesh is configuration, not model code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Logical axis names used by every parameter (mapped to mesh axes by the trainer's rules).
+EMBED, MLP, HEADS, KV, VOCAB, LAYERS, NORM, PROJ, POS = (
+    'embed', 'mlp', 'heads', 'kv', 'vocab', 'layers', 'norm', 'proj', 'pos')
+
+
+def quick_gelu(x):
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable] = {'quick_gelu': quick_gelu, 'gelu': lambda x: jax.nn.gelu(x, approximate=False)}
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+  """Architecture of a ViT CLIP; the names are those of OpenAI's `build_model`."""
+  embed_dim: int
+  image_resolution: int
+  vision_layers: int
+  vision_width: int
+  vision_patch_size: int
+  context_length: int
+  vocab_size: int
+  transformer_width: int
+  transformer_heads: int
+  transformer_layers: int
+  vision_heads: int | None = None  # OpenAI: vision_width // 64
+  act: str = 'quick_gelu'  # 'quick_gelu' (OpenAI weights) or 'gelu' (some Hugging Face checkpoints)
+  dtype: str = 'float32'  # compute dtype; params are always float32
+  remat: bool = False  # rematerialize each residual block in the backward pass
+
+  def __post_init__(self):
+    if self.vision_heads is None:
+      object.__setattr__(self, 'vision_heads', max(1, self.vision_width // 64))
+    problems = []
+    if self.image_resolution % self.vision_patch_size:
+      problems.append(f'image_resolution {self.image_resolution} is not a multiple of '
+                      f'vision_patch_size {self.vision_patch_size}')
+    if self.vision_width % self.vision_heads:
+      problems.append(f'vision_width {self.vision_width} is not divisible by vision_heads {self.vision_heads}')
+    if self.transformer_width % self.transformer_heads:
+      problems.append(f'transformer_width {self.transformer_width} is not divisible by '
+                      f'transformer_heads {self.transformer_heads}')
+    if self.act not in ACTIVATIONS:
+      problems.append(f'act {self.act!r} is not one of {sorted(ACTIVATIONS)}')
+    if problems:
+      raise ValueError('Invalid CLIPConfig: ' + '; '.join(problems))
+
+  @property
+  def grid_size(self) -> int:
+    return self.image_resolution // self.vision_patch_size
+
+  def replace(self, **changes) -> 'CLIPConfig':
+    return dataclasses.replace(self, **changes)
+
+
+def _openai(**fields) -> CLIPConfig:
+  return CLIPConfig(context_length=77, vocab_size=49408, transformer_layers=12, **fields)
+
+
+PRESETS: dict[str, CLIPConfig] = {
+    'ViT-B/32': _openai(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+                        transformer_width=512, transformer_heads=8),
+    'ViT-B/16': _openai(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+                        transformer_width=512, transformer_heads=8),
+    'ViT-L/14': _openai(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024,
+                        vision_patch_size=14, transformer_width=768, transformer_heads=12),
+    'ViT-L/14@336': _openai(embed_dim=768, image_resolution=336, vision_layers=24, vision_width=1024,
+                            vision_patch_size=14, transformer_width=768, transformer_heads=12),
+    # Small enough for a CPU test in well under a second, large enough to have several heads and blocks.
+    'tiny': CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+                       context_length=16, vocab_size=49408, transformer_width=64, transformer_heads=2,
+                       transformer_layers=2, vision_heads=2),
+}
+
+
+def get_preset(name: str, **overrides) -> CLIPConfig:
+  if name not in PRESETS:
+    raise ValueError(f'Unknown CLIP preset {name!r}; known presets: {", ".join(PRESETS)}')
+  return PRESETS[name].replace(**overrides)
+
+
+def _param_init(init, *axes):
+  return nn.with_logical_partitioning(init, axes)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm (eps 1e-5) computed in float32 whatever the compute dtype, as OpenAI's fp16 subclass does."""
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    dim = x.shape[-1]
+    scale = self.param('scale', _param_init(nn.initializers.ones, NORM), (dim,), jnp.float32)
+    bias = self.param('bias', _param_init(nn.initializers.zeros, NORM), (dim,), jnp.float32)
+    y = x.astype(jnp.float32)
+    mean = y.mean(-1, keepdims=True)
+    var = jnp.square(y - mean).mean(-1, keepdims=True)
+    y = (y - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return y.astype(x.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+  """torch.nn.MultiheadAttention with the fused in_proj split into query/key/value [embed, heads, kv] kernels."""
+  num_heads: int
+  dtype: Any = jnp.float32
+  init_std: float = 0.02
+  out_init_std: float = 0.02
+  dropout_rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, mask=None, deterministic: bool = True):
+    width = x.shape[-1]
+    head_dim = width // self.num_heads
+
+    def proj(name):
+      return nn.DenseGeneral(
+          (self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32, name=name,
+          kernel_init=_param_init(nn.initializers.normal(self.init_std), EMBED, HEADS, KV),
+          bias_init=_param_init(nn.initializers.zeros, HEADS, KV))(x)
+
+    # torch scales the query (bias included) before the product; doing the same keeps float32 parity tight.
+    q = proj('query') * jnp.asarray(head_dim ** -0.5, self.dtype)
+    k, v = proj('key'), proj('value')
+    logits = jnp.einsum('...qhd,...khd->...hqk', q, k).astype(jnp.float32)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
+    out = jnp.einsum('...hqk,...khd->...qhd', weights, v)
+    return nn.DenseGeneral(
+        width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name='out_proj',
+        kernel_init=_param_init(nn.initializers.normal(self.out_init_std), HEADS, KV, EMBED),
+        bias_init=_param_init(nn.initializers.zeros, EMBED))(out)
+
+
+class ResidualAttentionBlock(nn.Module):
+  """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns (x, None) to serve as an `nn.scan` body."""
+  num_heads: int
+  num_layers: int  # of the whole stack: OpenAI's init scales projections by it
+  act: str = 'quick_gelu'
+  dtype: Any = jnp.float32
+  init_std: float | None = None  # one std for every kernel (ActionCLIP's temporal head); None: OpenAI's stds
+  ln_epsilon: float = 1e-5  # ActionCLIP's temporal head uses 1e-12
+
+  @nn.compact
+  def __call__(self, x, mask=None, deterministic: bool = True):
+    width = x.shape[-1]
+    if self.init_std is None:
+      attn_std = width ** -0.5
+      proj_std = width ** -0.5 * (2 * self.num_layers) ** -0.5
+      fc_std = (2 * width) ** -0.5
+    else:
+      attn_std = proj_std = fc_std = self.init_std
+    x = x + MultiHeadAttention(self.num_heads, self.dtype, attn_std, proj_std, name='attn')(
+        LayerNorm(self.ln_epsilon, name='ln_1')(x), mask, deterministic)
+    h = LayerNorm(self.ln_epsilon, name='ln_2')(x)
+    h = nn.Dense(4 * width, dtype=self.dtype, param_dtype=jnp.float32, name='c_fc',
+                 kernel_init=_param_init(nn.initializers.normal(fc_std), EMBED, MLP),
+                 bias_init=_param_init(nn.initializers.zeros, MLP))(h)
+    h = ACTIVATIONS[self.act](h)
+    h = nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32, name='c_proj',
+                 kernel_init=_param_init(nn.initializers.normal(proj_std), MLP, EMBED),
+                 bias_init=_param_init(nn.initializers.zeros, EMBED))(h)
+    return x + h, None
+
+
+class Transformer(nn.Module):
+  """`layers` residual blocks, scanned: block parameters have a leading `layers` axis."""
+  layers: int
+  heads: int
+  act: str = 'quick_gelu'
+  dtype: Any = jnp.float32
+  remat: bool = False
+  init_std: float | None = None  # see ResidualAttentionBlock
+  ln_epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, mask=None, deterministic: bool = True):
+    block = ResidualAttentionBlock
+    if self.remat:
+      block = nn.remat(block, static_argnums=(3,), prevent_cse=False)
+    stack = nn.scan(
+        block, length=self.layers,
+        variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+        in_axes=(nn.broadcast, nn.broadcast), metadata_params={nn.PARTITION_NAME: LAYERS})
+    x, _ = stack(self.heads, self.layers, self.act, self.dtype, self.init_std, self.ln_epsilon,
+                 name='resblocks')(x, mask, deterministic)
+    return x
+
+
+class VisionTransformer(nn.Module):
+  """CLIP's image tower: patches -> [class] + patch tokens -> blocks -> ln_post(class token) @ proj."""
+  config: CLIPConfig
+
+  def setup(self):
+    c = self.config
+    scale = c.vision_width ** -0.5
+    self.conv1 = nn.Conv(
+        c.vision_width, (c.vision_patch_size,) * 2, strides=(c.vision_patch_size,) * 2, padding='VALID',
+        use_bias=False, dtype=c.dtype, param_dtype=jnp.float32,
+        kernel_init=_param_init(nn.initializers.lecun_normal(), None, None, None, EMBED))
+    self.class_embedding = self.param(
+        'class_embedding', _param_init(nn.initializers.normal(scale), EMBED), (c.vision_width,))
+    self.positional_embedding = self.param(
+        'positional_embedding', _param_init(nn.initializers.normal(scale), POS, EMBED),
+        (c.grid_size ** 2 + 1, c.vision_width))
+    self.ln_pre = LayerNorm()
+    self.transformer = Transformer(c.vision_layers, c.vision_heads, c.act, c.dtype, c.remat)
+    self.ln_post = LayerNorm()
+    self.proj = self.param('proj', _param_init(nn.initializers.normal(scale), EMBED, PROJ),
+                           (c.vision_width, c.embed_dim))
+
+  def __call__(self, images, deterministic: bool = True):
+    """images: float [N, H, W, 3], CLIP-normalized. Returns [N, embed_dim] (not normalized)."""
+    dtype = jnp.dtype(self.config.dtype)
+    x = self.conv1(images.astype(dtype))
+    x = x.reshape(x.shape[0], -1, x.shape[-1])  # row-major over the patch grid, as torch's flatten
+    cls = jnp.broadcast_to(self.class_embedding.astype(dtype), (x.shape[0], 1, x.shape[-1]))
+    x = jnp.concatenate([cls, x], axis=1) + self.positional_embedding.astype(dtype)
+    x = self.transformer(self.ln_pre(x), deterministic=deterministic)
+    return self.ln_post(x[:, 0]) @ self.proj.astype(dtype)
+
+
+class CLIP(nn.Module):
+  """Both towers and the learned temperature. Use `encode_image` / `encode_text` via `apply(..., method=...)`."""
+  config: CLIPConfig
+
+  def setup(self):
+    c = self.config
+    self.visual = VisionTransformer(c)
+    self.transformer = Transformer(c.transformer_layers, c.transformer_heads, c.act, c.dtype, c.remat)
+    self.token_embedding = nn.Embed(
+        c.vocab_size, c.transformer_width, param_dtype=jnp.float32,
+        embedding_init=_param_init(nn.initializers.normal(0.02), VOCAB, EMBED))
+    self.positional_embedding = self.param(
+        'positional_embedding', _param_init(nn.initializers.normal(0.01), POS, EMBED),
+        (c.context_length, c.transformer_width))
+    self.ln_final = LayerNorm()
+    self.text_projection = self.param(
+        'text_projection', _param_init(nn.initializers.normal(c.transformer_width ** -0.5), EMBED, PROJ),
+        (c.transformer_width, c.embed_dim))
+    self.logit_scale = self.param('logit_scale', _param_init(nn.initializers.constant(math.log(1 / 0.07))), ())
+
+  def encode_image(self, images, deterministic: bool = True):
+    return self.visual(images, deterministic)
+
+  def encode_text(self, token_ids, deterministic: bool = True, return_tokens: bool = False):
+    """token_ids: int [N, L<=context_length]. Returns [N, embed_dim] pooled at the end-of-text token (argmax id).
+
+    With return_tokens, also every position's features after ln_final and the projection, [N, L, embed_dim].
+    """
+    dtype = jnp.dtype(self.config.dtype)
+    length = token_ids.shape[-1]
+    if length > self.config.context_length:
+      raise ValueError(f'token_ids have length {length} > context_length {self.config.context_length}')
+    x = self.token_embedding(token_ids).astype(dtype) + self.positional_embedding[:length].astype(dtype)
+    causal = nn.make_causal_mask(token_ids, dtype=jnp.bool_)
+    x = self.ln_final(self.transformer(x, causal, deterministic))
+    eot = jnp.argmax(token_ids, axis=-1)
+    pooled = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+    pooled = pooled @ self.text_projection.astype(dtype)
+    if return_tokens:
+      return pooled, x @ self.text_projection.astype(dtype)
+    return pooled
+
+  def __call__(self, images, token_ids, deterministic: bool = True):
+    """Returns (image_emb, text_emb, logit_scale); used for init and for a full forward."""
+    return (self.encode_image(images, deterministic), self.encode_text(token_ids, deterministic),
+            self.logit_scale)
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _init(config: CLIPConfig, rng: jax.Array):
+  images = jnp.zeros((1, config.image_resolution, config.image_resolution, 3), jnp.float32)
+  ids = jnp.zeros((1, config.context_length), jnp.int32)
+  return CLIP(config).init(rng, images, ids)['params']
+
+
+def init_params(config: CLIPConfig, rng: jax.Array, boxed: bool = False):
+  """Random params for `config`. boxed=True keeps the `nn.LogicallyPartitioned` wrappers (for sharding)."""
+  params = _init(config, rng)
+  return params if boxed else nn.unbox(params)
+
+
+def logits(image_emb, text_emb, logit_scale):
+  """CLIP logits: exp(logit_scale) * cos(image, text), [N_image, N_text]."""
+  image_emb = image_emb / jnp.linalg.norm(image_emb, axis=-1, keepdims=True)
+  text_emb = text_emb / jnp.linalg.norm(text_emb, axis=-1, keepdims=True)
+  return jnp.exp(logit_scale) * image_emb @ text_emb.T

@@ -1,0 +1,216 @@
+"""PyTorch state dicts <-> our Flax params, as declarative tables.
+
+A table is a list of `Rule`s: which of our params (a '/'-joined path, or several for a fused tensor) come from
+which PyTorch key, through which `Transform`. A key with '{i}' is one tensor per residual block; those are stacked
+along our scanned `layers` axis. The engine checks every rule against the shapes of `jax.eval_shape(init)` and is
+strict: a missing, unexpected or mis-shaped tensor is an error that names each key, all at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that does not fit the model, or a file that is no checkpoint we can read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+  """A pair of exact (bit-preserving) maps between one PyTorch tensor and one or more of our arrays.
+
+  to_ours(tensor, our_shapes) -> our arrays; to_theirs(our arrays) -> tensor. to_theirs is written with jnp so
+  that `jax.eval_shape` derives the PyTorch shape a rule expects from our shapes.
+  """
+  to_ours: Callable[[np.ndarray, tuple[tuple[int, ...], ...]], tuple[np.ndarray, ...]]
+  to_theirs: Callable[..., jax.Array]
+
+
+IDENTITY = Transform(lambda t, shapes: (t,), lambda x: x)
+# torch Linear / plain projection matrices: [out, in] -> kernel [in, out].
+LINEAR = Transform(lambda t, shapes: (t.T,), lambda x: x.T)
+# torch Conv2d OIHW -> flax HWIO.
+CONV = Transform(lambda t, shapes: (t.transpose(2, 3, 1, 0),), lambda x: x.transpose(3, 2, 0, 1))
+# One projection to [embed, heads, head_dim] (a Linear weight) or [heads, head_dim] (its bias).
+HEADS_IN = Transform(lambda t, shapes: (t.T.reshape(shapes[0]),),
+                     lambda x: x.reshape(x.shape[0], -1).T if x.ndim == 3 else x.reshape(-1))
+# Attention output projection: [embed_out, heads * head_dim] -> kernel [heads, head_dim, embed_out].
+HEADS_OUT = Transform(lambda t, shapes: (t.T.reshape(shapes[0]),), lambda x: x.reshape(-1, x.shape[-1]).T)
+
+
+def _split_in_proj(t, shapes):
+  return tuple(HEADS_IN.to_ours(part, (shape,))[0] for part, shape in zip(np.split(t, 3, axis=0), shapes))
+
+
+# torch MultiheadAttention's fused in_proj_weight [3 * embed, embed] / in_proj_bias [3 * embed] -> query, key, value.
+IN_PROJ = Transform(_split_in_proj, lambda q, k, v: jnp.concatenate([HEADS_IN.to_theirs(x) for x in (q, k, v)]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  ours: tuple[str, ...]
+  theirs: str
+  transform: Transform = IDENTITY
+
+
+def rule(ours: str | tuple[str, ...], theirs: str, transform: Transform = IDENTITY) -> Rule:
+  return Rule((ours,) if isinstance(ours, str) else tuple(ours), theirs, transform)
+
+
+def layer_norm(ours: str, theirs: str) -> list[Rule]:
+  return [rule(f'{ours}/scale', f'{theirs}.weight'), rule(f'{ours}/bias', f'{theirs}.bias')]
+
+
+def dense(ours: str, theirs: str, bias: bool = True) -> list[Rule]:
+  rules = [rule(f'{ours}/kernel', f'{theirs}.weight', LINEAR)]
+  return rules + [rule(f'{ours}/bias', f'{theirs}.bias')] if bias else rules
+
+
+def _per_layer(ours: str, theirs: str, rules: Iterable[Rule]) -> list[Rule]:
+  """Prefixes block-relative rules with a scanned stack's path and the per-block PyTorch key."""
+  return [Rule(tuple(f'{ours}/{p}' for p in r.ours), f'{theirs}.{{i}}.{r.theirs}', r.transform) for r in rules]
+
+
+def openai_blocks(ours: str, theirs: str) -> list[Rule]:
+  """OpenAI's ResidualAttentionBlock (torch MultiheadAttention + c_fc/c_proj MLP) at `theirs`.resblocks.{i}."""
+  qkv = tuple(f'attn/{n}' for n in ('query', 'key', 'value'))
+  block = [
+      rule(tuple(f'{p}/kernel' for p in qkv), 'attn.in_proj_weight', IN_PROJ),
+      rule(tuple(f'{p}/bias' for p in qkv), 'attn.in_proj_bias', IN_PROJ),
+      rule('attn/out_proj/kernel', 'attn.out_proj.weight', HEADS_OUT),
+      rule('attn/out_proj/bias', 'attn.out_proj.bias'),
+      *layer_norm('ln_1', 'ln_1'), *layer_norm('ln_2', 'ln_2'),
+      *dense('c_fc', 'mlp.c_fc'), *dense('c_proj', 'mlp.c_proj'),
+  ]
+  return _per_layer(f'{ours}/resblocks', f'{theirs}.resblocks', block)
+
+
+def hf_blocks(ours: str, theirs: str) -> list[Rule]:
+  """Hugging Face CLIPEncoderLayer (separate q/k/v projections, fc1/fc2) at `theirs`.layers.{i}."""
+  block = [rule(f'attn/{n}/{p}', f'self_attn.{n[0]}_proj.{t}', HEADS_IN)
+           for n in ('query', 'key', 'value') for p, t in (('kernel', 'weight'), ('bias', 'bias'))]
+  block += [
+      rule('attn/out_proj/kernel', 'self_attn.out_proj.weight', HEADS_OUT),
+      rule('attn/out_proj/bias', 'self_attn.out_proj.bias'),
+      *layer_norm('ln_1', 'layer_norm1'), *layer_norm('ln_2', 'layer_norm2'),
+      *dense('c_fc', 'mlp.fc1'), *dense('c_proj', 'mlp.fc2'),
+  ]
+  return _per_layer(f'{ours}/resblocks', f'{theirs}.layers', block)
+
+
+OPENAI_CLIP: list[Rule] = [
+    rule('visual/conv1/kernel', 'visual.conv1.weight', CONV),
+    rule('visual/class_embedding', 'visual.class_embedding'),
+    rule('visual/positional_embedding', 'visual.positional_embedding'),
+    *layer_norm('visual/ln_pre', 'visual.ln_pre'),
+    *openai_blocks('visual/transformer', 'visual.transformer'),
+    *layer_norm('visual/ln_post', 'visual.ln_post'),
+    rule('visual/proj', 'visual.proj'),
+    rule('token_embedding/embedding', 'token_embedding.weight'),
+    rule('positional_embedding', 'positional_embedding'),
+    *openai_blocks('transformer', 'transformer'),
+    *layer_norm('ln_final', 'ln_final'),
+    rule('text_projection', 'text_projection'),
+    rule('logit_scale', 'logit_scale'),
+]
+
+HF_CLIP: list[Rule] = [
+    rule('visual/conv1/kernel', 'vision_model.embeddings.patch_embedding.weight', CONV),
+    rule('visual/class_embedding', 'vision_model.embeddings.class_embedding'),
+    rule('visual/positional_embedding', 'vision_model.embeddings.position_embedding.weight'),
+    *layer_norm('visual/ln_pre', 'vision_model.pre_layrnorm'),  # sic: Hugging Face's spelling
+    *hf_blocks('visual/transformer', 'vision_model.encoder'),
+    *layer_norm('visual/ln_post', 'vision_model.post_layernorm'),
+    rule('visual/proj', 'visual_projection.weight', LINEAR),
+    rule('token_embedding/embedding', 'text_model.embeddings.token_embedding.weight'),
+    rule('positional_embedding', 'text_model.embeddings.position_embedding.weight'),
+    *hf_blocks('transformer', 'text_model.encoder'),
+    *layer_norm('ln_final', 'text_model.final_layer_norm'),
+    rule('text_projection', 'text_projection.weight', LINEAR),
+    rule('logit_scale', 'logit_scale'),
+]
+
+
+def _flat_shapes(target) -> dict[str, tuple[int, ...]]:
+  return {'/'.join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(target).items()}
+
+
+def _num_layers(rule_: Rule, shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+  return shapes[rule_.ours[0]][0] if '{i}' in rule_.theirs else None
+
+
+def check_table(rules: list[Rule], target) -> None:
+  """Every param of `target` (e.g. `jax.eval_shape(init)`) is produced by exactly one rule, and nothing else is."""
+  shapes = _flat_shapes(target)
+  produced = [p for r in rules for p in r.ours]
+  twice = sorted({p for p in produced if produced.count(p) > 1})
+  unknown = sorted(set(produced) - set(shapes))
+  uncovered = sorted(set(shapes) - set(produced))
+  if twice or unknown or uncovered:
+    raise AssertionError(f'Conversion table does not match the model: produced twice {twice}, '
+                         f'not in the model {unknown}, not produced {uncovered}')
+
+
+def to_flax(state_dict: Mapping[str, np.ndarray], rules: list[Rule], target, *,
+            extra_keys: Iterable[str] = ()) -> dict:
+  """Our params (float32 numpy, nested dict) from a PyTorch state dict of numpy arrays.
+
+  `target` is the pytree of shapes the model expects (`jax.eval_shape` of its init). `extra_keys` are keys the
+  caller has already checked and consumed (metadata such as OpenAI's `input_resolution`).
+  """
+  check_table(rules, target)
+  shapes = _flat_shapes(target)
+  used, missing, mis_shaped, flat = set(extra_keys), [], [], {}
+  for r in rules:
+    our_shapes = tuple(shapes[p] for p in r.ours)
+    layers = _num_layers(r, shapes)
+    per_layer_shapes = tuple(s[1:] for s in our_shapes) if layers is not None else our_shapes
+    want = jax.eval_shape(r.transform.to_theirs,
+                          *(jax.ShapeDtypeStruct(s, jnp.float32) for s in per_layer_shapes)).shape
+    keys = [r.theirs.format(i=i) for i in range(layers)] if layers is not None else [r.theirs]
+    parts = []
+    for key in keys:
+      if key not in state_dict:
+        missing.append(key)
+        continue
+      used.add(key)
+      tensor = np.asarray(state_dict[key])
+      if tensor.shape != want:
+        mis_shaped.append(f'{key}: checkpoint {tuple(tensor.shape)}, model expects {tuple(want)}')
+        continue
+      parts.append(r.transform.to_ours(tensor.astype(np.float32), per_layer_shapes))
+    if len(parts) == len(keys):
+      for j, path in enumerate(r.ours):
+        flat[path] = np.stack([p[j] for p in parts]) if layers is not None else parts[0][j]
+  unexpected = sorted(set(state_dict) - used)
+  problems = []
+  if missing:
+    problems.append(f'missing keys: {", ".join(missing)}')
+  if unexpected:
+    problems.append(f'unexpected keys: {", ".join(unexpected)}')
+  if mis_shaped:
+    problems.append(f'mis-shaped tensors: {"; ".join(mis_shaped)}')
+  if problems:
+    raise CheckpointError('Checkpoint does not match the model: ' + ' | '.join(problems))
+  return traverse_util.unflatten_dict({tuple(k.split('/')): np.array(v, order='C') for k, v in flat.items()})
+
+
+def to_torch(params, rules: list[Rule]) -> dict[str, np.ndarray]:
+  """The PyTorch state dict (numpy arrays) of our params; exact inverse of `to_flax`."""
+  flat = {'/'.join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
+  shapes = {k: v.shape for k, v in flat.items()}
+  out = {}
+  for r in rules:
+    arrays = [flat[p] for p in r.ours]
+    layers = _num_layers(r, shapes)
+    if layers is None:
+      out[r.theirs] = np.asarray(r.transform.to_theirs(*arrays))
+    else:
+      for i in range(layers):
+        out[r.theirs.format(i=i)] = np.asarray(r.transform.to_theirs(*(a[i] for a in arrays)))
+  return out

@@ -1,0 +1,259 @@
+"""Loading CLIP weights from PyTorch files into a ready-to-run model, and exporting them back.
+
+Accepted inputs (the architecture is read off the tensor shapes, or off `config.json` for Hugging Face):
+  * OpenAI CLIP: a released TorchScript archive (`ViT-B-32.pt`, ...), or a plain `state_dict` file
+    (`.pt`/`.pth`/`.bin` via `torch.load(weights_only=True)`, or `.safetensors`);
+  * a Hugging Face CLIP directory: `config.json` + `model.safetensors` (numpy, no torch) or `pytorch_model.bin`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import pickle
+import re
+import zipfile
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from actionclip_jax import clip, convert
+from actionclip_jax.convert import CheckpointError
+
+ACCEPTED = ('an OpenAI CLIP TorchScript archive (e.g. ViT-B-32.pt), an OpenAI-layout state_dict '
+            '(.pt/.pth/.bin/.safetensors), or a Hugging Face CLIP directory (config.json with model.safetensors '
+            'or pytorch_model.bin)')
+# Entries of OpenAI's TorchScript archives that are architecture metadata rather than weights, and the config
+# field each must agree with.
+OPENAI_METADATA = {'input_resolution': 'image_resolution', 'context_length': 'context_length',
+                   'vocab_size': 'vocab_size'}
+
+
+def _torch():
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError('Reading PyTorch .pt/.bin files needs torch: pip install "actionclip-jax[torch]"') from e
+  return torch
+
+
+def _to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+  out = {}
+  for key, value in state_dict.items():
+    if hasattr(value, 'detach'):
+      value = value.detach().cpu()
+      # numpy has no bfloat16; float32 holds bfloat16 (and float16) values exactly.
+      value = value.float().numpy() if value.is_floating_point() else value.numpy()
+    out[key] = np.asarray(value)
+  return out
+
+
+def _is_torchscript(path: str) -> bool:
+  if not zipfile.is_zipfile(path):
+    return False
+  with zipfile.ZipFile(path) as z:
+    return any(name.endswith('constants.pkl') for name in z.namelist())
+
+
+def read_torch_file(path: str) -> Any:
+  """The object saved in a PyTorch file: a TorchScript archive's state dict, or what `torch.load` returns.
+
+  Plain files load with `weights_only=True` (no arbitrary unpickling). TorchScript archives hold code that only
+  `torch.jit.load` reads; it runs in the TorchScript interpreter, never as Python, and only its state dict is kept.
+  """
+  torch = _torch()
+  if _is_torchscript(path):
+    return _to_numpy(torch.jit.load(path, map_location='cpu').state_dict())
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:  # foreign, truncated or unsafe files
+    raise CheckpointError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}). '
+                          f'Accepted: {ACCEPTED}.') from e
+  return obj
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  from safetensors.numpy import load_file
+  return load_file(path)
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A flat {key: numpy array} from a single checkpoint file, whatever its container."""
+  if path.endswith('.safetensors'):
+    return read_safetensors(path)
+  obj = read_torch_file(path)
+  if isinstance(obj, Mapping) and 'state_dict' in obj and isinstance(obj['state_dict'], Mapping):
+    obj = obj['state_dict']
+  if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+    raise CheckpointError(f'{path} holds a {type(obj).__name__}, not a state dict. Accepted: {ACCEPTED}.')
+  return _to_numpy(obj)
+
+
+def _count_blocks(state_dict: Mapping[str, Any], prefix: str) -> int:
+  pattern = re.compile(re.escape(prefix) + r'\.(\d+)\.')
+  return len({m.group(1) for k in state_dict if (m := pattern.match(k))})
+
+
+def _require(state_dict: Mapping[str, np.ndarray], keys: list[str], path: str, layout: str) -> None:
+  missing = [k for k in keys if k not in state_dict]
+  if missing:
+    raise CheckpointError(f'{path}: not an {layout} CLIP checkpoint, missing {", ".join(missing)}. '
+                          f'Accepted: {ACCEPTED}.')
+
+
+def openai_config(state_dict: Mapping[str, np.ndarray], path: str = '<state_dict>', **overrides) -> clip.CLIPConfig:
+  """Infers the architecture from tensor shapes, as OpenAI's `build_model` does (heads = width // 64)."""
+  if 'visual.layer1.0.conv1.weight' in state_dict:
+    raise CheckpointError(f'{path}: ResNet CLIP checkpoints are not supported; only ViT CLIP models are.')
+  _require(state_dict, ['visual.conv1.weight', 'visual.positional_embedding', 'text_projection',
+                        'positional_embedding', 'token_embedding.weight', 'ln_final.weight'], path, 'OpenAI-layout')
+  conv = state_dict['visual.conv1.weight']
+  patch = conv.shape[-1]
+  grid = round((state_dict['visual.positional_embedding'].shape[0] - 1) ** 0.5)
+  width = state_dict['ln_final.weight'].shape[0]
+  fields = dict(
+      embed_dim=state_dict['text_projection'].shape[1],
+      image_resolution=patch * grid,
+      vision_layers=_count_blocks(state_dict, 'visual.transformer.resblocks'),
+      vision_width=conv.shape[0],
+      vision_patch_size=patch,
+      context_length=state_dict['positional_embedding'].shape[0],
+      vocab_size=state_dict['token_embedding.weight'].shape[0],
+      transformer_width=width,
+      transformer_heads=max(1, width // 64),
+      transformer_layers=_count_blocks(state_dict, 'transformer.resblocks'),
+  )
+  return clip.CLIPConfig(**{**fields, **overrides})
+
+
+def _check_openai_metadata(state_dict: Mapping[str, np.ndarray], config: clip.CLIPConfig, path: str) -> list[str]:
+  """OpenAI's archives carry their own input_resolution/context_length/vocab_size: they must agree."""
+  present = [k for k in OPENAI_METADATA if k in state_dict]
+  wrong = [f'{k}={int(state_dict[k])} but the weights say {getattr(config, field)}'
+           for k, field in OPENAI_METADATA.items()
+           if k in state_dict and int(state_dict[k]) != getattr(config, field)]
+  if wrong:
+    raise CheckpointError(f'{path}: inconsistent metadata: {"; ".join(wrong)}')
+  return present
+
+
+def hf_config(hf: Mapping[str, Any], path: str, **overrides) -> clip.CLIPConfig:
+  """Our config from a Hugging Face `CLIPConfig` dict (config.json)."""
+  if 'vision_config' not in hf or 'text_config' not in hf:
+    raise CheckpointError(f'{path}/config.json is not a CLIP config (no vision_config/text_config). '
+                          f'Accepted: {ACCEPTED}.')
+  v, t = hf['vision_config'], hf['text_config']
+  acts = {v.get('hidden_act', 'quick_gelu'), t.get('hidden_act', 'quick_gelu')}
+  eps = {v.get('layer_norm_eps', 1e-5), t.get('layer_norm_eps', 1e-5)}
+  if len(acts) != 1 or eps != {1e-5}:
+    raise CheckpointError(f'{path}: unsupported Hugging Face CLIP variant: hidden_act {sorted(acts)} (must be one '
+                          f'for both towers), layer_norm_eps {sorted(eps)} (must be 1e-5).')
+  fields = dict(
+      embed_dim=hf.get('projection_dim', 512),
+      image_resolution=v['image_size'],
+      vision_layers=v['num_hidden_layers'],
+      vision_width=v['hidden_size'],
+      vision_patch_size=v['patch_size'],
+      vision_heads=v['num_attention_heads'],
+      context_length=t['max_position_embeddings'],
+      vocab_size=t['vocab_size'],
+      transformer_width=t['hidden_size'],
+      transformer_heads=t['num_attention_heads'],
+      transformer_layers=t['num_hidden_layers'],
+      act=acts.pop(),
+  )
+  if v.get('intermediate_size', 4 * v['hidden_size']) != 4 * v['hidden_size'] or t.get(
+      'intermediate_size', 4 * t['hidden_size']) != 4 * t['hidden_size']:
+    raise CheckpointError(f'{path}: unsupported Hugging Face CLIP variant: intermediate_size must be 4 x hidden_size')
+  return clip.CLIPConfig(**{**fields, **overrides})
+
+
+def _hf_derived_buffers(state_dict: Mapping[str, np.ndarray], path: str) -> list[str]:
+  """Older Hugging Face saves carry `position_ids` buffers: accepted only when they hold arange, as derived."""
+  keys = [k for k in state_dict if k.endswith('embeddings.position_ids')]
+  for k in keys:
+    ids = np.asarray(state_dict[k]).reshape(-1)
+    if not np.array_equal(ids, np.arange(ids.size)):
+      raise CheckpointError(f'{path}: {k} is not 0..N-1; position ids other than arange are not supported')
+  return keys
+
+
+def target_shapes(config: clip.CLIPConfig):
+  """The params pytree of shapes for `config`, without allocating anything."""
+  return jax.eval_shape(lambda: clip.init_params(config, jax.random.key(0)))
+
+
+def read_clip(path: str, **overrides) -> tuple[clip.CLIPConfig, dict]:
+  """(config, float32 numpy params) from any accepted CLIP checkpoint; see the module docstring."""
+  if os.path.isdir(path):
+    config_file = os.path.join(path, 'config.json')
+    if not os.path.exists(config_file):
+      raise CheckpointError(f'{path} is a directory without config.json. Accepted: {ACCEPTED}.')
+    with open(config_file) as f:
+      config = hf_config(json.load(f), path, **overrides)
+    weights = [os.path.join(path, n) for n in ('model.safetensors', 'pytorch_model.bin')]
+    weights = [w for w in weights if os.path.exists(w)]
+    if not weights:
+      raise CheckpointError(f'{path} has config.json but neither model.safetensors nor pytorch_model.bin.')
+    state_dict = read_state_dict(weights[0])
+    extra = _hf_derived_buffers(state_dict, path)
+    return config, convert.to_flax(state_dict, convert.HF_CLIP, target_shapes(config), extra_keys=extra)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'No checkpoint at {path}')
+  state_dict = read_state_dict(path)
+  if any(k.startswith('vision_model.') for k in state_dict):
+    raise CheckpointError(f'{path} holds Hugging Face CLIP weights: pass the directory with its config.json.')
+  config = openai_config(state_dict, path, **overrides)
+  extra = _check_openai_metadata(state_dict, config, path)
+  return config, convert.to_flax(state_dict, convert.OPENAI_CLIP, target_shapes(config), extra_keys=extra)
+
+
+@dataclasses.dataclass
+class PretrainedCLIP:
+  """A CLIP config with its params, and jitted encoders. Embeddings are returned un-normalized."""
+  config: clip.CLIPConfig
+  params: Any
+
+  @functools.cached_property
+  def module(self) -> clip.CLIP:
+    return clip.CLIP(self.config)
+
+  @functools.cached_property
+  def _encode_image(self):
+    return jax.jit(lambda p, x: self.module.apply({'params': p}, x, method=clip.CLIP.encode_image))
+
+  @functools.cached_property
+  def _encode_text(self):
+    return jax.jit(lambda p, x: self.module.apply({'params': p}, x, method=clip.CLIP.encode_text))
+
+  def encode_image(self, images) -> jax.Array:
+    """images: float32 [N, H, W, 3], already normalized with CLIP's mean/std -> [N, embed_dim]."""
+    return self._encode_image(self.params, jnp.asarray(images, jnp.float32))
+
+  def encode_text(self, token_ids) -> jax.Array:
+    """token_ids: int [N, L] (see `actionclip_jax.tokenize`) -> [N, embed_dim]."""
+    return self._encode_text(self.params, jnp.asarray(token_ids, jnp.int32))
+
+  def logits(self, images, token_ids) -> jax.Array:
+    """exp(logit_scale) * cos: [N_images, N_texts]."""
+    return clip.logits(self.encode_image(images), self.encode_text(token_ids), self.params['logit_scale'])
+
+
+def load_pretrained(path: str, **overrides) -> PretrainedCLIP:
+  """Loads any accepted CLIP checkpoint (see module docstring). `overrides` replace inferred config fields
+  (e.g. `dtype='bfloat16'`, `remat=True`, or `vision_heads` for a model not using width // 64 heads)."""
+  config, params = read_clip(os.fspath(path), **overrides)
+  return PretrainedCLIP(config, jax.tree_util.tree_map(jnp.asarray, params))
+
+
+def export_openai(params, path: str | None = None) -> dict[str, np.ndarray]:
+  """OpenAI-layout state dict of `params` (float32); saved as a torch `.pt` state_dict when `path` is given."""
+  state_dict = convert.to_torch(nn.unbox(params), convert.OPENAI_CLIP)
+  if path is not None:
+    torch = _torch()
+    torch.save({k: torch.from_numpy(np.array(v, order='C')) for k, v in state_dict.items()}, path)
+  return state_dict
