@@ -46,6 +46,12 @@ class CLIPConfig:
   act: str = 'quick_gelu'  # 'quick_gelu' (OpenAI weights) or 'gelu' (some Hugging Face checkpoints)
   dtype: str = 'float32'  # compute dtype; params are always float32
   remat: bool = False  # rematerialize each residual block in the backward pass
+  # ActionCLIP's video options of the image tower (`build_model(tsm=, T=, dropout=, joint=, emb_dropout=)`).
+  num_frames: int = 1  # frames per video; fixes the shape of joint's time embedding
+  joint: bool = False  # pre-network prompt: all frames' patch tokens in one sequence, plus a time embedding
+  tsm: bool = False  # in-network prompt: temporal shift of the patch tokens before every image block
+  drop_path: float = 0.0  # stochastic depth + attention dropout, rising linearly to this over the blocks
+  emb_dropout: float = 0.0  # dropout after the positional embedding, both towers
 
   def __post_init__(self):
     if self.vision_heads is None:
@@ -59,6 +65,10 @@ class CLIPConfig:
     if self.transformer_width % self.transformer_heads:
       problems.append(f'transformer_width {self.transformer_width} is not divisible by '
                       f'transformer_heads {self.transformer_heads}')
+    if not 0.0 <= self.drop_path < 1.0 or not 0.0 <= self.emb_dropout < 1.0:
+      problems.append(f'drop_path {self.drop_path} and emb_dropout {self.emb_dropout} must be in [0, 1)')
+    if self.num_frames < 1:
+      problems.append(f'num_frames {self.num_frames} must be >= 1')
     if self.act not in ACTIVATIONS:
       problems.append(f'act {self.act!r} is not one of {sorted(ACTIVATIONS)}')
     if problems:
@@ -118,16 +128,40 @@ class LayerNorm(nn.Module):
     return y.astype(x.dtype)
 
 
+def dropout(x, rate, rng, per_sample: bool = False):
+  """Inverted dropout whose rate may be traced (it varies over a scanned stack of blocks).
+
+  per_sample drops whole samples (stochastic depth): one draw per leading index.
+  """
+  keep = 1.0 - rate
+  shape = x.shape[:1] + (1,) * (x.ndim - 1) if per_sample else x.shape
+  mask = jax.random.bernoulli(rng, keep, shape)
+  return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+
+
+def temporal_shift(x, num_frames: int, fold_div: int = 8):
+  """TSM on ViT tokens [B*T, 1 + P, W]: patch tokens take 1/fold_div of their channels from the next frame and
+  1/fold_div from the previous one (zeros past the ends); the class token is left alone."""
+  cls, patches = x[:, :1], x[:, 1:]
+  n, tokens, width = patches.shape
+  patches = patches.reshape(n // num_frames, num_frames, tokens, width)
+  fold = width // fold_div
+  pad = jnp.zeros_like(patches[:, :1])
+  from_next = jnp.concatenate([patches[:, 1:], pad], axis=1)[..., :fold]
+  from_prev = jnp.concatenate([pad, patches[:, :-1]], axis=1)[..., fold:2 * fold]
+  patches = jnp.concatenate([from_next, from_prev, patches[..., 2 * fold:]], axis=-1)
+  return jnp.concatenate([cls, patches.reshape(n, tokens, width)], axis=1)
+
+
 class MultiHeadAttention(nn.Module):
   """torch.nn.MultiheadAttention with the fused in_proj split into query/key/value [embed, heads, kv] kernels."""
   num_heads: int
   dtype: Any = jnp.float32
   init_std: float = 0.02
   out_init_std: float = 0.02
-  dropout_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic: bool = True):
+  def __call__(self, x, mask=None, deterministic: bool = True, dropout_rate=0.0):
     width = x.shape[-1]
     head_dim = width // self.num_heads
 
@@ -144,7 +178,8 @@ class MultiHeadAttention(nn.Module):
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=deterministic)
+    if not deterministic:
+      weights = dropout(weights, dropout_rate, self.make_rng('dropout'))
     out = jnp.einsum('...hqk,...khd->...qhd', weights, v)
     return nn.DenseGeneral(
         width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name='out_proj',
@@ -153,16 +188,21 @@ class MultiHeadAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-  """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns (x, None) to serve as an `nn.scan` body."""
+  """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Returns (x, None) to serve as an `nn.scan` body.
+
+  `drop_rate` (traced, one per block) is both the attention dropout and the stochastic-depth rate of the two
+  residual branches, as in ActionCLIP. With `shift_frames` > 0 the input is temporally shifted first (TSM).
+  """
   num_heads: int
   num_layers: int  # of the whole stack: OpenAI's init scales projections by it
   act: str = 'quick_gelu'
   dtype: Any = jnp.float32
   init_std: float | None = None  # one std for every kernel (ActionCLIP's temporal head); None: OpenAI's stds
   ln_epsilon: float = 1e-5  # ActionCLIP's temporal head uses 1e-12
+  shift_frames: int = 0
 
   @nn.compact
-  def __call__(self, x, mask=None, deterministic: bool = True):
+  def __call__(self, x, mask=None, deterministic: bool = True, drop_rate=0.0):
     width = x.shape[-1]
     if self.init_std is None:
       attn_std = width ** -0.5
@@ -170,8 +210,14 @@ class ResidualAttentionBlock(nn.Module):
       fc_std = (2 * width) ** -0.5
     else:
       attn_std = proj_std = fc_std = self.init_std
-    x = x + MultiHeadAttention(self.num_heads, self.dtype, attn_std, proj_std, name='attn')(
-        LayerNorm(self.ln_epsilon, name='ln_1')(x), mask, deterministic)
+
+    def drop_path(h):
+      return h if deterministic else dropout(h, drop_rate, self.make_rng('dropout'), per_sample=True)
+
+    if self.shift_frames:
+      x = temporal_shift(x, self.shift_frames)
+    x = x + drop_path(MultiHeadAttention(self.num_heads, self.dtype, attn_std, proj_std, name='attn')(
+        LayerNorm(self.ln_epsilon, name='ln_1')(x), mask, deterministic, drop_rate))
     h = LayerNorm(self.ln_epsilon, name='ln_2')(x)
     h = nn.Dense(4 * width, dtype=self.dtype, param_dtype=jnp.float32, name='c_fc',
                  kernel_init=_param_init(nn.initializers.normal(fc_std), EMBED, MLP),
@@ -180,11 +226,14 @@ class ResidualAttentionBlock(nn.Module):
     h = nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32, name='c_proj',
                  kernel_init=_param_init(nn.initializers.normal(proj_std), MLP, EMBED),
                  bias_init=_param_init(nn.initializers.zeros, EMBED))(h)
-    return x + h, None
+    return x + drop_path(h), None
 
 
 class Transformer(nn.Module):
-  """`layers` residual blocks, scanned: block parameters have a leading `layers` axis."""
+  """`layers` residual blocks, scanned: block parameters have a leading `layers` axis.
+
+  drop_path: the last block's stochastic-depth (and attention-dropout) rate; it rises linearly from 0 at the first.
+  """
   layers: int
   heads: int
   act: str = 'quick_gelu'
@@ -192,6 +241,8 @@ class Transformer(nn.Module):
   remat: bool = False
   init_std: float | None = None  # see ResidualAttentionBlock
   ln_epsilon: float = 1e-5
+  drop_path: float = 0.0
+  shift_frames: int = 0
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic: bool = True):
@@ -201,14 +252,16 @@ class Transformer(nn.Module):
     stack = nn.scan(
         block, length=self.layers,
         variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-        in_axes=(nn.broadcast, nn.broadcast), metadata_params={nn.PARTITION_NAME: LAYERS})
-    x, _ = stack(self.heads, self.layers, self.act, self.dtype, self.init_std, self.ln_epsilon,
-                 name='resblocks')(x, mask, deterministic)
+        in_axes=(nn.broadcast, nn.broadcast, 0), metadata_params={nn.PARTITION_NAME: LAYERS})
+    rates = jnp.linspace(0.0, self.drop_path, self.layers, dtype=jnp.float32)
+    x, _ = stack(self.heads, self.layers, self.act, self.dtype, self.init_std, self.ln_epsilon, self.shift_frames,
+                 name='resblocks')(x, mask, deterministic, rates)
     return x
 
 
 class VisionTransformer(nn.Module):
-  """CLIP's image tower: patches -> [class] + patch tokens -> blocks -> ln_post(class token) @ proj."""
+  """CLIP's image tower, on videos: [B, T, H, W, 3] -> [B, T, embed_dim] (one embedding per frame), or
+  [B, 1, embed_dim] with `joint` (all frames' patches in one sequence behind a single class token)."""
   config: CLIPConfig
 
   def setup(self):
@@ -223,21 +276,37 @@ class VisionTransformer(nn.Module):
     self.positional_embedding = self.param(
         'positional_embedding', _param_init(nn.initializers.normal(scale), POS, EMBED),
         (c.grid_size ** 2 + 1, c.vision_width))
+    if c.joint:
+      self.time_embedding = self.param(
+          'time_embedding', _param_init(nn.initializers.normal(scale), POS, EMBED), (c.num_frames, c.vision_width))
     self.ln_pre = LayerNorm()
-    self.transformer = Transformer(c.vision_layers, c.vision_heads, c.act, c.dtype, c.remat)
+    self.transformer = Transformer(c.vision_layers, c.vision_heads, c.act, c.dtype, c.remat, drop_path=c.drop_path,
+                                   shift_frames=c.num_frames if c.tsm else 0)
     self.ln_post = LayerNorm()
     self.proj = self.param('proj', _param_init(nn.initializers.normal(scale), EMBED, PROJ),
                            (c.vision_width, c.embed_dim))
 
-  def __call__(self, images, deterministic: bool = True):
-    """images: float [N, H, W, 3], CLIP-normalized. Returns [N, embed_dim] (not normalized)."""
-    dtype = jnp.dtype(self.config.dtype)
-    x = self.conv1(images.astype(dtype))
+  def __call__(self, frames, deterministic: bool = True):
+    """frames: float [B, T, H, W, 3], CLIP-normalized. Returns [B, T or 1, embed_dim] (not normalized)."""
+    c = self.config
+    dtype = jnp.dtype(c.dtype)
+    batch, num_frames = frames.shape[:2]
+    if (c.joint or c.tsm) and num_frames != c.num_frames:
+      raise ValueError(f'joint/tsm models are built for num_frames={c.num_frames}, got {num_frames} frames')
+    x = self.conv1(frames.reshape(-1, *frames.shape[2:]).astype(dtype))
     x = x.reshape(x.shape[0], -1, x.shape[-1])  # row-major over the patch grid, as torch's flatten
     cls = jnp.broadcast_to(self.class_embedding.astype(dtype), (x.shape[0], 1, x.shape[-1]))
     x = jnp.concatenate([cls, x], axis=1) + self.positional_embedding.astype(dtype)
+    if c.joint:
+      patches = x[:, 1:].reshape(batch, num_frames, -1, x.shape[-1]) + self.time_embedding[:, None].astype(dtype)
+      # Patch-major, frame-minor sequence order, as ActionCLIP's `(b n) t m -> b (n t) m`.
+      patches = patches.transpose(0, 2, 1, 3).reshape(batch, -1, x.shape[-1])
+      x = jnp.concatenate([x[::num_frames, :1], patches], axis=1)
+    if c.emb_dropout and not deterministic:
+      x = dropout(x, c.emb_dropout, self.make_rng('dropout'))
     x = self.transformer(self.ln_pre(x), deterministic=deterministic)
-    return self.ln_post(x[:, 0]) @ self.proj.astype(dtype)
+    x = self.ln_post(x[:, 0]) @ self.proj.astype(dtype)
+    return x.reshape(batch, -1, x.shape[-1])
 
 
 class CLIP(nn.Module):
@@ -247,7 +316,8 @@ class CLIP(nn.Module):
   def setup(self):
     c = self.config
     self.visual = VisionTransformer(c)
-    self.transformer = Transformer(c.transformer_layers, c.transformer_heads, c.act, c.dtype, c.remat)
+    self.transformer = Transformer(c.transformer_layers, c.transformer_heads, c.act, c.dtype, c.remat,
+                                   drop_path=c.drop_path)
     self.token_embedding = nn.Embed(
         c.vocab_size, c.transformer_width, param_dtype=jnp.float32,
         embedding_init=_param_init(nn.initializers.normal(0.02), VOCAB, EMBED))
@@ -261,7 +331,12 @@ class CLIP(nn.Module):
     self.logit_scale = self.param('logit_scale', _param_init(nn.initializers.constant(math.log(1 / 0.07))), ())
 
   def encode_image(self, images, deterministic: bool = True):
-    return self.visual(images, deterministic)
+    """images: float [N, H, W, 3], CLIP-normalized -> [N, embed_dim] (not normalized)."""
+    return self.visual(images[:, None], deterministic)[:, 0]
+
+  def encode_video(self, frames, deterministic: bool = True):
+    """frames: float [B, T, H, W, 3] -> per-frame embeddings [B, T, embed_dim] ([B, 1, embed_dim] with joint)."""
+    return self.visual(frames, deterministic)
 
   def encode_text(self, token_ids, deterministic: bool = True, return_tokens: bool = False):
     """token_ids: int [N, L<=context_length]. Returns [N, embed_dim] pooled at the end-of-text token (argmax id).
@@ -273,6 +348,8 @@ class CLIP(nn.Module):
     if length > self.config.context_length:
       raise ValueError(f'token_ids have length {length} > context_length {self.config.context_length}')
     x = self.token_embedding(token_ids).astype(dtype) + self.positional_embedding[:length].astype(dtype)
+    if self.config.emb_dropout and not deterministic:
+      x = dropout(x, self.config.emb_dropout, self.make_rng('dropout'))
     causal = nn.make_causal_mask(token_ids, dtype=jnp.bool_)
     x = self.ln_final(self.transformer(x, causal, deterministic))
     eot = jnp.argmax(token_ids, axis=-1)
@@ -282,17 +359,17 @@ class CLIP(nn.Module):
       return pooled, x @ self.text_projection.astype(dtype)
     return pooled
 
-  def __call__(self, images, token_ids, deterministic: bool = True):
-    """Returns (image_emb, text_emb, logit_scale); used for init and for a full forward."""
-    return (self.encode_image(images, deterministic), self.encode_text(token_ids, deterministic),
+  def __call__(self, frames, token_ids, deterministic: bool = True):
+    """Returns (per-frame video embeddings, text embeddings, logit_scale); used for init."""
+    return (self.encode_video(frames, deterministic), self.encode_text(token_ids, deterministic),
             self.logit_scale)
 
 
 @functools.partial(jax.jit, static_argnums=(0,))
 def _init(config: CLIPConfig, rng: jax.Array):
-  images = jnp.zeros((1, config.image_resolution, config.image_resolution, 3), jnp.float32)
+  frames = jnp.zeros((1, config.num_frames, config.image_resolution, config.image_resolution, 3), jnp.float32)
   ids = jnp.zeros((1, config.context_length), jnp.int32)
-  return CLIP(config).init(rng, images, ids)['params']
+  return CLIP(config).init(rng, frames, ids)['params']
 
 
 def init_params(config: CLIPConfig, rng: jax.Array, boxed: bool = False):

@@ -72,12 +72,15 @@ def dense(ours: str, theirs: str, bias: bool = True) -> list[Rule]:
 
 
 def _per_layer(ours: str, theirs: str, rules: Iterable[Rule]) -> list[Rule]:
-  """Prefixes block-relative rules with a scanned stack's path and the per-block PyTorch key."""
-  return [Rule(tuple(f'{ours}/{p}' for p in r.ours), f'{theirs}.{{i}}.{r.theirs}', r.transform) for r in rules]
+  """Prefixes block-relative rules with a scanned stack's path and the per-block PyTorch key (with '{i}')."""
+  return [Rule(tuple(f'{ours}/{p}' for p in r.ours), f'{theirs}.{r.theirs}', r.transform) for r in rules]
 
 
-def openai_blocks(ours: str, theirs: str) -> list[Rule]:
-  """OpenAI's ResidualAttentionBlock (torch MultiheadAttention + c_fc/c_proj MLP) at `theirs`.resblocks.{i}."""
+def openai_blocks(ours: str, theirs: str, wrapped: bool = False) -> list[Rule]:
+  """OpenAI's ResidualAttentionBlock (torch MultiheadAttention + c_fc/c_proj MLP) at `theirs`.resblocks.{i}.
+
+  wrapped: each block sits inside a wrapper module as `.net` (ActionCLIP's TemporalShift_VIT under TSM).
+  """
   qkv = tuple(f'attn/{n}' for n in ('query', 'key', 'value'))
   block = [
       rule(tuple(f'{p}/kernel' for p in qkv), 'attn.in_proj_weight', IN_PROJ),
@@ -87,7 +90,7 @@ def openai_blocks(ours: str, theirs: str) -> list[Rule]:
       *layer_norm('ln_1', 'ln_1'), *layer_norm('ln_2', 'ln_2'),
       *dense('c_fc', 'mlp.c_fc'), *dense('c_proj', 'mlp.c_proj'),
   ]
-  return _per_layer(f'{ours}/resblocks', f'{theirs}.resblocks', block)
+  return _per_layer(f'{ours}/resblocks', f'{theirs}.resblocks.{{i}}' + ('.net' if wrapped else ''), block)
 
 
 def hf_blocks(ours: str, theirs: str) -> list[Rule]:
@@ -100,24 +103,30 @@ def hf_blocks(ours: str, theirs: str) -> list[Rule]:
       *layer_norm('ln_1', 'layer_norm1'), *layer_norm('ln_2', 'layer_norm2'),
       *dense('c_fc', 'mlp.fc1'), *dense('c_proj', 'mlp.fc2'),
   ]
-  return _per_layer(f'{ours}/resblocks', f'{theirs}.layers', block)
+  return _per_layer(f'{ours}/resblocks', f'{theirs}.layers.{{i}}', block)
 
 
-OPENAI_CLIP: list[Rule] = [
-    rule('visual/conv1/kernel', 'visual.conv1.weight', CONV),
-    rule('visual/class_embedding', 'visual.class_embedding'),
-    rule('visual/positional_embedding', 'visual.positional_embedding'),
-    *layer_norm('visual/ln_pre', 'visual.ln_pre'),
-    *openai_blocks('visual/transformer', 'visual.transformer'),
-    *layer_norm('visual/ln_post', 'visual.ln_post'),
-    rule('visual/proj', 'visual.proj'),
-    rule('token_embedding/embedding', 'token_embedding.weight'),
-    rule('positional_embedding', 'positional_embedding'),
-    *openai_blocks('transformer', 'transformer'),
-    *layer_norm('ln_final', 'ln_final'),
-    rule('text_projection', 'text_projection'),
-    rule('logit_scale', 'logit_scale'),
-]
+def openai_clip(tsm: bool = False, joint: bool = False) -> list[Rule]:
+  """OpenAI's CLIP state dict; with ActionCLIP's video options as its `build_model` lays them out."""
+  return [
+      rule('visual/conv1/kernel', 'visual.conv1.weight', CONV),
+      rule('visual/class_embedding', 'visual.class_embedding'),
+      rule('visual/positional_embedding', 'visual.positional_embedding'),
+      *([rule('visual/time_embedding', 'visual.time_embedding')] if joint else []),
+      *layer_norm('visual/ln_pre', 'visual.ln_pre'),
+      *openai_blocks('visual/transformer', 'visual.transformer', wrapped=tsm),
+      *layer_norm('visual/ln_post', 'visual.ln_post'),
+      rule('visual/proj', 'visual.proj'),
+      rule('token_embedding/embedding', 'token_embedding.weight'),
+      rule('positional_embedding', 'positional_embedding'),
+      *openai_blocks('transformer', 'transformer'),
+      *layer_norm('ln_final', 'ln_final'),
+      rule('text_projection', 'text_projection'),
+      rule('logit_scale', 'logit_scale'),
+  ]
+
+
+OPENAI_CLIP = openai_clip()
 
 HF_CLIP: list[Rule] = [
     rule('visual/conv1/kernel', 'vision_model.embeddings.patch_embedding.weight', CONV),

@@ -126,7 +126,12 @@ def openai_config(state_dict: Mapping[str, np.ndarray], path: str = '<state_dict
       transformer_width=width,
       transformer_heads=max(1, width // 64),
       transformer_layers=_count_blocks(state_dict, 'transformer.resblocks'),
+      # ActionCLIP's video options leave traces in the keys: TSM wraps blocks as `.net`, joint adds a time table.
+      tsm=any(k.startswith('visual.transformer.resblocks.0.net.') for k in state_dict),
+      joint='visual.time_embedding' in state_dict,
   )
+  if fields['joint']:
+    fields['num_frames'] = state_dict['visual.time_embedding'].shape[0]
   return clip.CLIPConfig(**{**fields, **overrides})
 
 
@@ -209,7 +214,8 @@ def read_clip(path: str, **overrides) -> tuple[clip.CLIPConfig, dict]:
     raise CheckpointError(f'{path} holds Hugging Face CLIP weights: pass the directory with its config.json.')
   config = openai_config(state_dict, path, **overrides)
   extra = _check_openai_metadata(state_dict, config, path)
-  return config, convert.to_flax(state_dict, convert.OPENAI_CLIP, target_shapes(config), extra_keys=extra)
+  rules = convert.openai_clip(tsm=config.tsm, joint=config.joint)
+  return config, convert.to_flax(state_dict, rules, target_shapes(config), extra_keys=extra)
 
 
 @dataclasses.dataclass
@@ -251,8 +257,12 @@ def load_pretrained(path: str, **overrides) -> PretrainedCLIP:
 
 
 def export_openai(params, path: str | None = None) -> dict[str, np.ndarray]:
-  """OpenAI-layout state dict of `params` (float32); saved as a torch `.pt` state_dict when `path` is given."""
-  state_dict = convert.to_torch(nn.unbox(params), convert.OPENAI_CLIP)
+  """OpenAI-layout state dict of `params` (float32); saved as a torch `.pt` state_dict when `path` is given.
+
+  A joint model's time embedding is exported as ActionCLIP names it (`visual.time_embedding`).
+  """
+  params = nn.unbox(params)
+  state_dict = convert.to_torch(params, convert.openai_clip(joint='time_embedding' in params['visual']))
   if path is not None:
     torch = _torch()
     torch.save({k: torch.from_numpy(np.array(v, order='C')) for k, v in state_dict.items()}, path)

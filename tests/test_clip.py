@@ -63,7 +63,7 @@ def tiny():
 
 def test_bfloat16_compute_keeps_float32_params_and_is_close(tiny):
   config, params, images, ids = tiny
-  forward = jax.jit(lambda cfg, p: clip.CLIP(cfg).apply({'params': p}, images, ids), static_argnums=0)
+  forward = jax.jit(lambda cfg, p: clip.CLIP(cfg).apply({'params': p}, images[:, None], ids), static_argnums=0)
   f32, bf16 = forward(config, params), forward(config.replace(dtype='bfloat16'), params)
   for a, b in zip(f32[:2], bf16[:2]):
     assert b.dtype == jnp.bfloat16
@@ -76,8 +76,8 @@ def test_remat_changes_nothing_but_memory(tiny):
   config, params, images, ids = tiny
 
   def loss(p, cfg):
-    img, txt, scale = clip.CLIP(cfg).apply({'params': p}, images, ids)
-    return jnp.sum(clip.logits(img, txt, scale) ** 2)
+    img, txt, scale = clip.CLIP(cfg).apply({'params': p}, images[:, None], ids)
+    return jnp.sum(clip.logits(img[:, 0], txt, scale) ** 2)
 
   grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
   plain = grad(params, config)
@@ -104,3 +104,78 @@ def test_text_longer_than_context_is_refused(tiny):
   config, params, _, _ = tiny
   with pytest.raises(ValueError, match='context_length'):
     clip.CLIP(config).apply({'params': params}, jnp.zeros((1, 17), jnp.int32), method=clip.CLIP.encode_text)
+
+
+# --- ActionCLIP's video options of the image tower ---
+
+VIDEO_ARCH = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128, vision_patch_size=8,
+                  context_length=16, vocab_size=300, transformer_width=64, transformer_heads=1, transformer_layers=1)
+
+
+@pytest.mark.parametrize('option', ['plain', 'tsm', 'joint'])
+def test_video_prompts_match_torch(tmp_path, option):
+  """Per-frame encoding, TSM (`shift`) and `joint` give the PyTorch reference's numbers with its weights."""
+  from actionclip_jax import pretrained
+  frames_per_video = 4
+  torch.manual_seed(0)
+  model = torch_clip.CLIP(**VIDEO_ARCH, T=frames_per_video, tsm=option == 'tsm', joint=option == 'joint').eval()
+  torch.save(model.state_dict(), tmp_path / 'clip.pt')
+  config, params = pretrained.read_clip(str(tmp_path / 'clip.pt'))
+  assert (config.tsm, config.joint) == (option == 'tsm', option == 'joint')
+  config = config.replace(num_frames=frames_per_video)
+  frames = np.random.default_rng(0).standard_normal((2, frames_per_video, 32, 32, 3)).astype(np.float32)
+  ours = clip.CLIP(config).apply({'params': params}, frames, method=clip.CLIP.encode_video)
+  with torch.no_grad():
+    theirs = model.encode_image(torch.from_numpy(frames.reshape(-1, 32, 32, 3)).permute(0, 3, 1, 2)).numpy()
+  assert ours.shape == (2, 1 if option == 'joint' else frames_per_video, 32)
+  # 1e-5 float32, as every parity test (see test_pretrained.py).
+  np.testing.assert_allclose(np.asarray(ours).reshape(theirs.shape), theirs, atol=1e-5, rtol=0)
+
+
+def test_temporal_shift_moves_one_eighth_each_way():
+  b, t, tokens, width = 2, 3, 5, 16
+  x = jnp.arange(b * t * tokens * width, dtype=jnp.float32).reshape(b * t, tokens, width)
+  y = np.asarray(clip.temporal_shift(x, t)).reshape(b, t, tokens, width)
+  x = np.asarray(x).reshape(b, t, tokens, width)
+  np.testing.assert_array_equal(y[:, :, 0], x[:, :, 0])  # class token untouched
+  np.testing.assert_array_equal(y[:, :-1, 1:, :2], x[:, 1:, 1:, :2])  # channels 0-1 from the next frame
+  np.testing.assert_array_equal(y[:, -1, 1:, :2], 0)
+  np.testing.assert_array_equal(y[:, 1:, 1:, 2:4], x[:, :-1, 1:, 2:4])  # channels 2-3 from the previous frame
+  np.testing.assert_array_equal(y[:, 0, 1:, 2:4], 0)
+  np.testing.assert_array_equal(y[..., 1:, 4:], x[..., 1:, 4:])
+
+
+def test_frame_count_must_match_a_joint_or_tsm_model():
+  config = clip.get_preset('tiny', num_frames=4, tsm=True)
+  params = clip.init_params(config, jax.random.key(0))
+  with pytest.raises(ValueError, match='num_frames=4, got 3 frames'):
+    clip.CLIP(config).apply({'params': params}, jnp.zeros((1, 3, 32, 32, 3)), method=clip.CLIP.encode_video)
+
+
+def test_dropout_helper_rates():
+  x = jnp.ones((4000, 8))
+  y = clip.dropout(x, 0.25, jax.random.key(0))
+  assert abs(float((y == 0).mean()) - 0.25) < 0.02
+  np.testing.assert_allclose(float(y.mean()), 1.0, atol=0.03)  # inverted dropout keeps the expectation
+  per_sample = clip.dropout(x, 0.5, jax.random.key(1), per_sample=True)
+  rows_zero = (per_sample == 0).all(1)
+  assert ((per_sample == 0).any(1) == rows_zero).all()  # whole samples are dropped, never parts
+  np.testing.assert_array_equal(clip.dropout(x, 0.0, jax.random.key(2)), x)
+
+
+def test_dropouts_act_only_in_training():
+  config = clip.get_preset('tiny', drop_path=0.3, emb_dropout=0.2)
+  params = clip.init_params(config, jax.random.key(0))
+  frames = jax.random.normal(jax.random.key(1), (2, 1, 32, 32, 3))
+  ids = jnp.asarray([[49406, 320, 1929, 49407] + [0] * 12] * 2)
+  model = clip.CLIP(config)
+  apply = jax.jit(lambda rng, det: model.apply({'params': params}, frames, ids, det, rngs={'dropout': rng}),
+                  static_argnums=1)
+  plain = jax.jit(clip.CLIP(config.replace(drop_path=0.0, emb_dropout=0.0)).apply)({'params': params}, frames, ids)
+  evaluation = apply(jax.random.key(2), True)
+  for a, b in zip(plain[:2], evaluation[:2]):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+  train_a, train_b = apply(jax.random.key(2), False), apply(jax.random.key(3), False)
+  for a, b, c in zip(train_a[:2], train_b[:2], plain[:2]):
+    assert np.isfinite(a).all()
+    assert not np.allclose(a, b) and not np.allclose(a, c)

@@ -1,6 +1,9 @@
-"""OpenAI's CLIP (ViT) in PyTorch, following openai/CLIP `clip/model.py`: the reference for parity tests.
+"""OpenAI's CLIP (ViT) in PyTorch, following openai/CLIP `clip/model.py`, with ActionCLIP's video options
+(`tsm`: TemporalShift_VIT wrappers, `joint`: space-time tokens): the reference for parity tests.
 
-State-dict keys are exactly OpenAI's. Weights are random (OpenAI's own init), so tests need no downloads.
+State-dict keys are exactly OpenAI's (and ActionCLIP's: `resblocks.N.net.` under TSM, `visual.time_embedding`
+with joint). Weights are random, so tests need no downloads. ActionCLIP's `joint` crashes as released (it reads
+an undefined `T`); here it runs as that code intends.
 """
 from collections import OrderedDict
 
@@ -41,11 +44,35 @@ class ResidualAttentionBlock(nn.Module):
     return x + self.mlp(self.ln_2(x))
 
 
+class TemporalShiftVIT(nn.Module):
+  """ActionCLIP's `TemporalShift_VIT` (fold_div 8) on [1 + HW, N*T, C] tokens, wrapping a block as `.net`."""
+
+  def __init__(self, net, n_segment):
+    super().__init__()
+    self.net = net
+    self.n_segment = n_segment
+
+  def forward(self, x):
+    cls, x = x[:1], x[1:]
+    hw, nt, c = x.shape
+    x = x.permute(1, 2, 0).reshape(nt // self.n_segment, self.n_segment, c, hw)
+    fold = c // 8
+    out = torch.zeros_like(x)
+    out[:, :-1, :fold] = x[:, 1:, :fold]
+    out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]
+    out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+    out = out.reshape(nt, c, hw).permute(2, 0, 1)
+    return self.net(torch.cat([cls, out], dim=0))
+
+
 class Transformer(nn.Module):
 
-  def __init__(self, width, layers, heads, attn_mask=None):
+  def __init__(self, width, layers, heads, attn_mask=None, tsm_frames=0):
     super().__init__()
-    self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)])
+    blocks = [ResidualAttentionBlock(width, heads, attn_mask) for _ in range(layers)]
+    if tsm_frames:
+      blocks = [TemporalShiftVIT(b, tsm_frames) for b in blocks]
+    self.resblocks = nn.Sequential(*blocks)
 
   def forward(self, x):
     return self.resblocks(x)
@@ -53,14 +80,17 @@ class Transformer(nn.Module):
 
 class VisionTransformer(nn.Module):
 
-  def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim):
+  def __init__(self, input_resolution, patch_size, width, layers, heads, output_dim, T=1, joint=False, tsm=False):
     super().__init__()
+    self.T, self.joint = T, joint
     self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
     scale = width ** -0.5
     self.class_embedding = nn.Parameter(scale * torch.randn(width))
     self.positional_embedding = nn.Parameter(scale * torch.randn((input_resolution // patch_size) ** 2 + 1, width))
+    if joint:
+      self.time_embedding = nn.Parameter(scale * torch.randn(T, width))
     self.ln_pre = LayerNorm(width)
-    self.transformer = Transformer(width, layers, heads)
+    self.transformer = Transformer(width, layers, heads, tsm_frames=T if tsm else 0)
     self.ln_post = LayerNorm(width)
     self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -69,6 +99,12 @@ class VisionTransformer(nn.Module):
     x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
     cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], dtype=x.dtype)
     x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+    if self.joint:
+      b = x.shape[0] // self.T
+      cls, x = x[::self.T, :1], x[:, 1:]
+      n, m = x.shape[1], x.shape[2]
+      x = x.reshape(b, self.T, n, m) + self.time_embedding[:, None].to(x.dtype)
+      x = torch.cat([cls, x.permute(0, 2, 1, 3).reshape(b, n * self.T, m)], dim=1)
     x = self.ln_pre(x).permute(1, 0, 2)
     x = self.transformer(x).permute(1, 0, 2)
     return self.ln_post(x[:, 0, :]) @ self.proj
@@ -77,10 +113,11 @@ class VisionTransformer(nn.Module):
 class CLIP(nn.Module):
 
   def __init__(self, embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size, context_length,
-               vocab_size, transformer_width, transformer_heads, transformer_layers, vision_heads=None):
+               vocab_size, transformer_width, transformer_heads, transformer_layers, vision_heads=None, T=1,
+               joint=False, tsm=False):
     super().__init__()
     self.visual = VisionTransformer(image_resolution, vision_patch_size, vision_width, vision_layers,
-                                    vision_heads or vision_width // 64, embed_dim)
+                                    vision_heads or vision_width // 64, embed_dim, T, joint, tsm)
     mask = torch.empty(context_length, context_length).fill_(float('-inf')).triu_(1)
     self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, mask)
     self.token_embedding = nn.Embedding(vocab_size, transformer_width)
