@@ -76,17 +76,22 @@ def _per_layer(ours: str, theirs: str, rules: Iterable[Rule]) -> list[Rule]:
   return [Rule(tuple(f'{ours}/{p}' for p in r.ours), f'{theirs}.{r.theirs}', r.transform) for r in rules]
 
 
+def torch_attention(ours: str, theirs: str) -> list[Rule]:
+  """torch.nn.MultiheadAttention (fused in_proj, out_proj) at `theirs` -> our MultiHeadAttention at `ours`."""
+  qkv = tuple(f'{ours}/{n}' for n in ('query', 'key', 'value'))
+  return [rule(tuple(f'{p}/kernel' for p in qkv), f'{theirs}.in_proj_weight', IN_PROJ),
+          rule(tuple(f'{p}/bias' for p in qkv), f'{theirs}.in_proj_bias', IN_PROJ),
+          rule(f'{ours}/out_proj/kernel', f'{theirs}.out_proj.weight', HEADS_OUT),
+          rule(f'{ours}/out_proj/bias', f'{theirs}.out_proj.bias')]
+
+
 def openai_blocks(ours: str, theirs: str, wrapped: bool = False) -> list[Rule]:
   """OpenAI's ResidualAttentionBlock (torch MultiheadAttention + c_fc/c_proj MLP) at `theirs`.resblocks.{i}.
 
   wrapped: each block sits inside a wrapper module as `.net` (ActionCLIP's TemporalShift_VIT under TSM).
   """
-  qkv = tuple(f'attn/{n}' for n in ('query', 'key', 'value'))
   block = [
-      rule(tuple(f'{p}/kernel' for p in qkv), 'attn.in_proj_weight', IN_PROJ),
-      rule(tuple(f'{p}/bias' for p in qkv), 'attn.in_proj_bias', IN_PROJ),
-      rule('attn/out_proj/kernel', 'attn.out_proj.weight', HEADS_OUT),
-      rule('attn/out_proj/bias', 'attn.out_proj.bias'),
+      *torch_attention('attn', 'attn'),
       *layer_norm('ln_1', 'ln_1'), *layer_norm('ln_2', 'ln_2'),
       *dense('c_fc', 'mlp.c_fc'), *dense('c_proj', 'mlp.c_proj'),
   ]

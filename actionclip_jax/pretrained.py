@@ -3,7 +3,9 @@
 Accepted inputs (the architecture is read off the tensor shapes, or off `config.json` for Hugging Face):
   * OpenAI CLIP: a released TorchScript archive (`ViT-B-32.pt`, ...), or a plain `state_dict` file
     (`.pt`/`.pth`/`.bin` via `torch.load(weights_only=True)`, or `.safetensors`);
-  * a Hugging Face CLIP directory: `config.json` + `model.safetensors` (numpy, no torch) or `pytorch_model.bin`.
+  * a Hugging Face CLIP directory: `config.json` + `model.safetensors` (numpy, no torch) or `pytorch_model.bin`;
+  * an official ActionCLIP checkpoint: {'model_state_dict', 'fusion_model_state_dict', 'optimizer_state_dict',
+    'epoch'}, whose CLIP part is OpenAI-layout (fp16) and whose fusion keys carry DataParallel's `module.`.
 """
 from __future__ import annotations
 
@@ -21,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from actionclip_jax import clip, convert
+from actionclip_jax import clip, convert, heads, video
 from actionclip_jax.convert import CheckpointError
 
 ACCEPTED = ('an OpenAI CLIP TorchScript archive (e.g. ViT-B-32.pt), an OpenAI-layout state_dict '
-            '(.pt/.pth/.bin/.safetensors), or a Hugging Face CLIP directory (config.json with model.safetensors '
-            'or pytorch_model.bin)')
+            '(.pt/.pth/.bin/.safetensors), a Hugging Face CLIP directory (config.json with model.safetensors '
+            'or pytorch_model.bin), or an official ActionCLIP checkpoint (model_state_dict + fusion_model_state_dict)')
 # Entries of OpenAI's TorchScript archives that are architecture metadata rather than weights, and the config
 # field each must agree with.
 OPENAI_METADATA = {'input_resolution': 'image_resolution', 'context_length': 'context_length',
@@ -81,11 +83,15 @@ def read_safetensors(path: str) -> dict[str, np.ndarray]:
   return load_file(path)
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A flat {key: numpy array} from a single checkpoint file, whatever its container."""
+def read_checkpoint(path: str) -> Any:
+  """What a checkpoint file holds: a flat state dict, or a torch file's saved object (e.g. ActionCLIP's dict)."""
   if path.endswith('.safetensors'):
     return read_safetensors(path)
-  obj = read_torch_file(path)
+  return read_torch_file(path)
+
+
+def as_state_dict(obj: Any, path: str) -> dict[str, np.ndarray]:
+  """A flat {key: numpy array} from a loaded checkpoint object (a state dict, or a dict with 'state_dict')."""
   if isinstance(obj, Mapping) and 'state_dict' in obj and isinstance(obj['state_dict'], Mapping):
     obj = obj['state_dict']
   if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
@@ -194,7 +200,20 @@ def target_shapes(config: clip.CLIPConfig):
 
 def read_clip(path: str, **overrides) -> tuple[clip.CLIPConfig, dict]:
   """(config, float32 numpy params) from any accepted CLIP checkpoint; see the module docstring."""
+  return _read_clip(path, _open(path), **overrides)
+
+
+def _open(path: str) -> Any:
+  """The loaded checkpoint file, or None for a (Hugging Face) directory."""
   if os.path.isdir(path):
+    return None
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'No checkpoint at {path}')
+  return read_checkpoint(path)
+
+
+def _read_clip(path: str, obj: Any, **overrides) -> tuple[clip.CLIPConfig, dict]:
+  if obj is None:
     config_file = os.path.join(path, 'config.json')
     if not os.path.exists(config_file):
       raise CheckpointError(f'{path} is a directory without config.json. Accepted: {ACCEPTED}.')
@@ -204,18 +223,81 @@ def read_clip(path: str, **overrides) -> tuple[clip.CLIPConfig, dict]:
     weights = [w for w in weights if os.path.exists(w)]
     if not weights:
       raise CheckpointError(f'{path} has config.json but neither model.safetensors nor pytorch_model.bin.')
-    state_dict = read_state_dict(weights[0])
+    state_dict = as_state_dict(read_checkpoint(weights[0]), weights[0])
     extra = _hf_derived_buffers(state_dict, path)
     return config, convert.to_flax(state_dict, convert.HF_CLIP, target_shapes(config), extra_keys=extra)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'No checkpoint at {path}')
-  state_dict = read_state_dict(path)
+  state_dict = as_state_dict(obj, path)
   if any(k.startswith('vision_model.') for k in state_dict):
     raise CheckpointError(f'{path} holds Hugging Face CLIP weights: pass the directory with its config.json.')
+  return _openai_clip(state_dict, path, **overrides)
+
+
+def _openai_clip(state_dict: Mapping[str, np.ndarray], path: str, **overrides) -> tuple[clip.CLIPConfig, dict]:
   config = openai_config(state_dict, path, **overrides)
   extra = _check_openai_metadata(state_dict, config, path)
   rules = convert.openai_clip(tsm=config.tsm, joint=config.joint)
   return config, convert.to_flax(state_dict, rules, target_shapes(config), extra_keys=extra)
+
+
+def is_actionclip_checkpoint(obj: Any) -> bool:
+  return isinstance(obj, Mapping) and 'model_state_dict' in obj and 'fusion_model_state_dict' in obj
+
+
+def _strip_data_parallel(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Drops DataParallel's `module.` prefix when every key has it."""
+  if state_dict and all(k.startswith('module.') for k in state_dict):
+    return {k[len('module.'):]: v for k, v in state_dict.items()}
+  return dict(state_dict)
+
+
+def infer_sim_header(fusion_state_dict: Mapping[str, Any]) -> str:
+  """The official `visual_prompt` head that produced these keys."""
+  if any(k.startswith('transformer.cls_token') for k in fusion_state_dict):
+    return 'Transf_cls'
+  if any(k.startswith('transformer.resblocks.') for k in fusion_state_dict):
+    return 'Transf'
+  if any(k.startswith('lstm_visual.') for k in fusion_state_dict):
+    return 'LSTM'
+  if 'shift.weight' in fusion_state_dict:
+    return 'Conv_1D'
+  return 'meanP'
+
+
+def read_actionclip(obj: Mapping[str, Any], path: str, sim_header: str | None = None,
+                    num_frames: int | None = None, **overrides) -> tuple[video.ActionCLIPConfig, dict]:
+  """(config, params) from an official ActionCLIP checkpoint: {'model_state_dict': OpenAI-layout CLIP (TSM and
+  joint variants included), 'fusion_model_state_dict': the visual prompt, maybe `module.`-prefixed, ...}.
+
+  sim_header is read off the fusion keys (a given one must agree); num_frames off joint's time embedding or
+  Transf_cls's position table, else it is required for TSM and defaults to ActionCLIP's 8.
+  Optimizer state and epoch are not model weights and are left alone.
+  """
+  model_sd = _strip_data_parallel(_to_numpy(obj['model_state_dict']))
+  fusion_sd = _strip_data_parallel(_to_numpy(obj['fusion_model_state_dict']))
+  found = infer_sim_header(fusion_sd)
+  if sim_header is not None and sim_header != found:
+    raise CheckpointError(f'{path}: sim_header={sim_header!r} was asked for, but the fusion weights are {found!r}')
+  inferred_frames = None
+  if 'visual.time_embedding' in model_sd:
+    inferred_frames = model_sd['visual.time_embedding'].shape[0]
+  elif found == 'Transf_cls':
+    inferred_frames = fusion_sd['transformer.pos_embed'].shape[1] - 1
+  if num_frames is not None and inferred_frames is not None and num_frames != inferred_frames:
+    raise CheckpointError(f'{path}: num_frames={num_frames} was asked for, but the weights are for {inferred_frames}')
+  num_frames = num_frames or inferred_frames
+  if num_frames is None:
+    if any(k.startswith('visual.transformer.resblocks.0.net.') for k in model_sd):
+      raise CheckpointError(f'{path}: a TSM model shifts across a fixed number of frames: pass num_frames=')
+    num_frames = 8
+  clip_config, clip_params = _openai_clip(model_sd, path, num_frames=num_frames, **overrides)
+  config = video.ActionCLIPConfig(clip_config, sim_header=found, conv_official_reshape=found == 'Conv_1D')
+  fusion_frames = 1 if clip_config.joint else num_frames
+  fusion = heads.heads_params_from_torch(fusion_sd, found, embed_dim=clip_config.embed_dim, num_frames=fusion_frames,
+                                         text_heads=max(1, clip_config.transformer_width // 64))
+  params = {'clip': clip_params}
+  if fusion:
+    params['fusion'] = fusion
+  return config, params
 
 
 @dataclasses.dataclass
@@ -249,10 +331,19 @@ class PretrainedCLIP:
     return clip.logits(self.encode_image(images), self.encode_text(token_ids), self.params['logit_scale'])
 
 
-def load_pretrained(path: str, **overrides) -> PretrainedCLIP:
-  """Loads any accepted CLIP checkpoint (see module docstring). `overrides` replace inferred config fields
-  (e.g. `dtype='bfloat16'`, `remat=True`, or `vision_heads` for a model not using width // 64 heads)."""
-  config, params = read_clip(os.fspath(path), **overrides)
+def load_pretrained(path: str, **overrides) -> PretrainedCLIP | video.PretrainedActionCLIP:
+  """Loads any accepted checkpoint (see the module docstring).
+
+  CLIP checkpoints give a `PretrainedCLIP`; official ActionCLIP checkpoints a `video.PretrainedActionCLIP`
+  (`sim_header=` and `num_frames=` may be given; see `read_actionclip`). `overrides` replace inferred config fields
+  (e.g. `dtype='bfloat16'`, `remat=True`, or `vision_heads` for a model not using width // 64 heads).
+  """
+  path = os.fspath(path)
+  obj = _open(path)
+  if is_actionclip_checkpoint(obj):
+    config, params = read_actionclip(obj, path, **overrides)
+    return video.PretrainedActionCLIP(config, jax.tree_util.tree_map(jnp.asarray, params))
+  config, params = _read_clip(path, obj, **overrides)
   return PretrainedCLIP(config, jax.tree_util.tree_map(jnp.asarray, params))
 
 

@@ -1,0 +1,300 @@
+"""ActionCLIP's post-network visual prompts (`sim_header`): per-frame CLIP features [B, T, D] -> a video feature.
+
+Every head returns `(pooled [B, D], frame_tokens [B, T, D])`: frame_tokens are the per-frame features after the
+prompt and before pooling (the video side of the weighted token-wise interaction). Module and parameter names follow
+the official `modules/Visual_Prompt.py` state dict, and `heads_params_from_torch` converts such a state dict with one
+declarative table per head (`torch_rules`, run by `convert.to_flax`).
+
+| sim_header | params (Flax path: shape)                                                              |
+| meanP      | none                                                                                   |
+| Conv_1D    | shift/kernel [3, 1, D]                                                                 |
+| LSTM       | lstm_visual/{weight_ih_l0, weight_hh_l0} [D, 4D], lstm_visual/{bias_ih_l0, bias_hh_l0} [4D] |
+| Transf     | frame_position_embeddings/embedding [77, D], transformer/resblocks/... (clip.Transformer, 6 layers) |
+| Transf_cls | cls_token [D], pos_embed [T+1, D], transformer_enc/layers/... (6 scanned layers), transformer_enc/norm |
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from actionclip_jax import clip, convert
+from actionclip_jax.clip import EMBED, LAYERS, MLP, POS, _param_init
+
+SIM_HEADERS = ('meanP', 'Conv_1D', 'LSTM', 'Transf', 'Transf_cls')
+FRAME_POSITIONS = 77  # the official table has CLIP's context length rows, so Transf takes up to 77 frames
+
+
+def official_trunc_normal(std: float) -> Callable:
+  """The official `trunc_normal_`: a standard normal wrapped into (-2, 2) by fmod, times std (not a true truncation)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return jnp.fmod(jax.random.normal(key, shape, dtype), 2.0) * std
+
+  return init
+
+
+def _dense(features: int, name: str, axes: tuple, kernel_init: Callable, dtype: Any) -> nn.Dense:
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  kernel_init=_param_init(kernel_init, *axes),
+                  bias_init=_param_init(nn.initializers.zeros, axes[-1]))
+
+
+class MeanP(nn.Module):
+  """`meanP`: the mean over frames; no parameters."""
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    del deterministic
+    return x.mean(axis=1), x
+
+
+def _shift_init(key, shape, dtype=jnp.float32):
+  """Kernel [3, 1, D] of a depthwise conv that starts as a temporal shift (the official index ranges, verbatim)."""
+  del key
+  d = shape[-1]
+  kernel = np.zeros(shape, np.float32)
+  kernel[0, 0, :d // 4] = 1.0  # previous frame
+  kernel[1, 0, d // 4:d // 4 + d // 2] = 1.0  # this frame
+  kernel[2, 0, -d // 4:] = 1.0  # next frame; -d // 4 is -ceil(d / 4), as in the official code
+  return jnp.asarray(kernel, dtype)
+
+
+class TemporalConv(nn.Module):
+  """`Conv_1D`: x + depthwise temporal conv (kernel 3, padding 1, no bias, shift-initialized), then the mean.
+
+  official_reshape reproduces the official `x.view(-1, c, t)` on a [b, t, c] tensor: a reshape, not a transpose, so
+  the conv runs over a scrambled frame-channel layout. Only for official Conv_1D checkpoints, whose weights were
+  trained that way; new training should keep the default (a real temporal conv).
+  """
+  official_reshape: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    del deterministic
+    b, t, c = x.shape
+    h = x.reshape(b, c, t).swapaxes(1, 2) if self.official_reshape else x
+    h = nn.Conv(c, (3,), padding=((1, 1),), feature_group_count=c, use_bias=False, dtype=self.dtype,
+                param_dtype=jnp.float32, name='shift',
+                kernel_init=_param_init(_shift_init, None, None, EMBED))(h)
+    tokens = h.astype(x.dtype) + x
+    return tokens.mean(axis=1), tokens
+
+
+class LSTMLayer(nn.Module):
+  """One unidirectional torch.nn.LSTM layer (batch first, hidden = input width), scanned over time.
+
+  Kernels are stored input-major ([D, 4D], torch's weight transposed) with torch's gate order i, f, g, o.
+  """
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    bound = d ** -0.5  # torch's default LSTM init: U(-1/sqrt(hidden), 1/sqrt(hidden)) for every parameter
+    init = nn.initializers.uniform(2 * bound)
+
+    def param(name, shape, *axes):
+      return self.param(name, _param_init(lambda k, s, dt: init(k, s, dt) - bound, *axes), shape, jnp.float32)
+
+    w_ih = param('weight_ih_l0', (d, 4 * d), EMBED, MLP)
+    w_hh = param('weight_hh_l0', (d, 4 * d), EMBED, MLP)
+    b_ih = param('bias_ih_l0', (4 * d,), MLP)
+    b_hh = param('bias_hh_l0', (4 * d,), MLP)
+    dtype = self.dtype
+    gates_x = x.astype(dtype) @ w_ih.astype(dtype) + (b_ih + b_hh).astype(dtype)  # all frames at once
+
+    def step(carry, gx):
+      h, c = carry
+      i, f, g, o = jnp.split(gx + h @ w_hh.astype(dtype), 4, axis=-1)
+      c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+      h = jax.nn.sigmoid(o) * jnp.tanh(c)
+      return (h, c), h
+
+    zeros = jnp.zeros((x.shape[0], d), dtype)
+    _, hs = jax.lax.scan(step, (zeros, zeros), gates_x.swapaxes(0, 1))
+    return hs.swapaxes(0, 1)
+
+
+class TemporalLSTM(nn.Module):
+  """`LSTM`: x + LSTM(x), then the mean."""
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    del deterministic
+    tokens = LSTMLayer(self.dtype, name='lstm_visual')(x).astype(x.dtype) + x
+    return tokens.mean(axis=1), tokens
+
+
+class TemporalTransformer(nn.Module):
+  """`Transf`: x + blocks(x + frame position embedding), then the mean.
+
+  The blocks are clip.Transformer's pre-LN residual attention blocks with QuickGELU, as the official
+  TemporalTransformer, with its LayerNorm epsilon (1e-12) and its init (every kernel and the embedding N(0, 0.02)).
+  """
+  heads: int  # official: text-tower width // 64
+  layers: int = 6
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    t = x.shape[1]
+    if t > FRAME_POSITIONS:
+      raise ValueError(f'Transf has {FRAME_POSITIONS} frame positions; got {t} frames')
+    pos = nn.Embed(FRAME_POSITIONS, x.shape[-1], param_dtype=jnp.float32, name='frame_position_embeddings',
+                   embedding_init=_param_init(nn.initializers.normal(0.02), POS, EMBED))(jnp.arange(t))
+    h = x.astype(self.dtype) + pos.astype(self.dtype)
+    h = clip.Transformer(self.layers, self.heads, 'quick_gelu', self.dtype, init_std=0.02, ln_epsilon=1e-12,
+                         name='transformer')(h, deterministic=deterministic)
+    tokens = h.astype(x.dtype) + x
+    return tokens.mean(axis=1), tokens
+
+
+class EncoderLayer(nn.Module):
+  """torch.nn.TransformerEncoderLayer with its defaults: post-LN, ReLU, LayerNorm eps 1e-5, and dropout on the
+  attention weights, the feed-forward hidden and both residual branches. Returns (x, None) as an `nn.scan` body."""
+  num_heads: int = 8
+  mlp_dim: int = 2048
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    def drop(y):
+      return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+    # The official Linear layers get the fmod "trunc normal"; the attention projections here get N(0, 0.02)
+    # (torch: xavier-uniform in_proj, trunc-normal out_proj). Only the initialization differs, not the function.
+    init = official_trunc_normal(0.02)
+    attn = clip.MultiHeadAttention(self.num_heads, self.dtype, 0.02, 0.02, name='self_attn')(
+        x, None, deterministic, self.dropout_rate)
+    x = clip.LayerNorm(name='norm1')(x + drop(attn))
+    h = drop(jax.nn.relu(_dense(self.mlp_dim, 'linear1', (EMBED, MLP), init, self.dtype)(x)))
+    h = _dense(x.shape[-1], 'linear2', (MLP, EMBED), init, self.dtype)(h)
+    return clip.LayerNorm(name='norm2')(x + drop(h)), None
+
+
+class PostLNEncoder(nn.Module):
+  """torch.nn.TransformerEncoder(layer, num_layers, norm=LayerNorm): scanned layers, then a final LayerNorm.
+
+  The layers have the official sizes (EncoderLayer's defaults).
+  """
+  layers: int = 6
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    stack = nn.scan(
+        EncoderLayer, length=self.layers,
+        variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+        in_axes=nn.broadcast, metadata_params={nn.PARTITION_NAME: LAYERS})
+    x, _ = stack(dropout_rate=self.dropout_rate, dtype=self.dtype, name='layers')(x, deterministic)
+    return clip.LayerNorm(name='norm')(x)
+
+
+class ClsAggregate(nn.Module):
+  """`Transf_cls` (the official TAggregate): [class token; frames] + position embedding -> post-LN encoder.
+
+  pooled is the class token's output; frame_tokens are the frames' outputs (after the final LayerNorm).
+  """
+  num_frames: int  # the position table has num_frames + 1 rows, so the head only takes this many frames
+  dropout_rate: float = 0.1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    b, t, d = x.shape
+    if t != self.num_frames:
+      raise ValueError(f'Transf_cls was built for num_frames={self.num_frames}; got {t} frames')
+    init = official_trunc_normal(0.02)
+    cls = self.param('cls_token', _param_init(init, EMBED), (d,), jnp.float32)
+    pos = self.param('pos_embed', _param_init(init, POS, EMBED), (t + 1, d), jnp.float32)
+    h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x.astype(jnp.float32)], axis=1) + pos
+    h = PostLNEncoder(dropout_rate=self.dropout_rate, dtype=self.dtype, name='transformer_enc')(
+        h.astype(self.dtype), deterministic)
+    h = h.astype(x.dtype)
+    return h[:, 0], h[:, 1:]
+
+
+def make_visual_prompt(sim_header: str, *, num_frames: int, text_heads: int, dtype: Any = jnp.float32,
+                       conv_official_reshape: bool = False) -> nn.Module:
+  """The head for `sim_header`; call it as `head.apply(variables, frames [B, T, D], deterministic=...)`.
+
+  num_frames: T (Transf_cls's position table is sized by it). text_heads: the text tower's width // 64, the head
+  count of Transf as in the official code. conv_official_reshape: see TemporalConv.official_reshape.
+  """
+  if sim_header == 'meanP':
+    return MeanP()
+  if sim_header == 'Conv_1D':
+    return TemporalConv(conv_official_reshape, dtype)
+  if sim_header == 'LSTM':
+    return TemporalLSTM(dtype)
+  if sim_header == 'Transf':
+    return TemporalTransformer(text_heads, dtype=dtype)
+  if sim_header == 'Transf_cls':
+    return ClsAggregate(num_frames, dtype=dtype)
+  raise ValueError(f'Unknown sim_header {sim_header!r}; valid: {", ".join(SIM_HEADERS)}')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Official PyTorch state dict (`fusion_model_state_dict`, without DataParallel's `module.` prefix) -> Flax params,
+# as tables for the conversion engine of `convert.py`. Our paths are relative to the head.
+
+def _unbatched(leading: int) -> convert.Transform:
+  """torch [1] * leading + shape <-> ours shape (the official class token and position table carry batch axes)."""
+  return convert.Transform(lambda t, shapes: (t.reshape(shapes[0]),), lambda x: x.reshape((1,) * leading + x.shape))
+
+
+# torch Conv1d [out, in / groups, width] <-> flax [width, in / groups, out].
+_CONV1D = convert.Transform(lambda t, shapes: (t.transpose(2, 1, 0),), lambda x: x.transpose(2, 1, 0))
+
+# Every official head but meanP builds this table; only Transf uses it, so for the others it is accepted and dropped.
+FRAME_POSITIONS_KEY = 'frame_position_embeddings.weight'
+
+
+def torch_rules(sim_header: str) -> list[convert.Rule]:
+  """The conversion table of the official `visual_prompt` state dict for `sim_header` (see `convert.to_flax`)."""
+  if sim_header == 'meanP':
+    return []
+  if sim_header == 'Conv_1D':
+    return [convert.rule('shift/kernel', 'shift.weight', _CONV1D)]
+  if sim_header == 'LSTM':
+    return [convert.rule(f'lstm_visual/{name}', f'lstm_visual.{name}', transform)
+            for name, transform in (('weight_ih_l0', convert.LINEAR), ('weight_hh_l0', convert.LINEAR),
+                                    ('bias_ih_l0', convert.IDENTITY), ('bias_hh_l0', convert.IDENTITY))]
+  if sim_header == 'Transf':
+    return [convert.rule('frame_position_embeddings/embedding', FRAME_POSITIONS_KEY),
+            *convert.openai_blocks('transformer', 'transformer')]
+  if sim_header == 'Transf_cls':
+    ours, theirs = 'transformer_enc/layers', 'transformer.transformer_enc.layers.{i}'
+    return [convert.rule('cls_token', 'transformer.cls_token', _unbatched(2)),
+            convert.rule('pos_embed', 'transformer.pos_embed', _unbatched(1)),
+            *convert.torch_attention(f'{ours}/self_attn', f'{theirs}.self_attn'),
+            *convert.dense(f'{ours}/linear1', f'{theirs}.linear1'),
+            *convert.dense(f'{ours}/linear2', f'{theirs}.linear2'),
+            *convert.layer_norm(f'{ours}/norm1', f'{theirs}.norm1'),
+            *convert.layer_norm(f'{ours}/norm2', f'{theirs}.norm2'),
+            *convert.layer_norm('transformer_enc/norm', 'transformer.transformer_enc.norm')]
+  raise ValueError(f'Unknown sim_header {sim_header!r}; valid: {", ".join(SIM_HEADERS)}')
+
+
+def heads_params_from_torch(state_dict: Mapping[str, Any], sim_header: str, *, embed_dim: int, num_frames: int,
+                            text_heads: int) -> dict:
+  """Flax params of `make_visual_prompt(sim_header, ...)` from an official `visual_prompt` state dict.
+
+  Values may be torch tensors or arrays. Strict (`convert.to_flax`): every missing, unexpected or mis-shaped key is
+  named in one `convert.CheckpointError`.
+  """
+  arrays = {k: v.detach().cpu().numpy() if hasattr(v, 'detach') else np.asarray(v) for k, v in state_dict.items()}
+  head = make_visual_prompt(sim_header, num_frames=num_frames, text_heads=text_heads)
+  frames = jax.ShapeDtypeStruct((1, num_frames, embed_dim), jnp.float32)
+  target = nn.unbox(jax.eval_shape(head.init, jax.random.PRNGKey(0), frames)).get('params', {})
+  rules = torch_rules(sim_header)
+  unused = [FRAME_POSITIONS_KEY] if sim_header != 'Transf' and FRAME_POSITIONS_KEY in arrays else []
+  return convert.to_flax(arrays, rules, target, extra_keys=unused)

@@ -1,0 +1,193 @@
+"""Visual prompts (sim_header): shapes, frame order, gradients, init, and parity with the official PyTorch heads."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import torch_heads
+from actionclip_jax import convert, heads
+
+B, T, D, TEXT_HEADS = 2, 6, 32, 2
+# float32 parity: the same weights give the same function, so the only difference is float32 rounding in a
+# different order of operations (6 blocks deep at most); 1e-5 absolute on O(1) features leaves ~10x headroom.
+ATOL = 1e-5
+
+
+def _frames(seed=0, t=T):
+  return jax.random.normal(jax.random.PRNGKey(seed), (B, t, D))
+
+
+@functools.cache
+def _head(sim_header, conv_official_reshape=False):
+  return heads.make_visual_prompt(sim_header, num_frames=T, text_heads=TEXT_HEADS,
+                                  conv_official_reshape=conv_official_reshape)
+
+
+@functools.cache
+def _apply(sim_header, conv_official_reshape=False):
+  """Jitted head.apply (eager flax runs every op of the scanned blocks separately, which is slow)."""
+  return jax.jit(_head(sim_header, conv_official_reshape).apply, static_argnames='deterministic')
+
+
+@functools.cache
+def _variables(sim_header):
+  """Initial variables for [B, T, D] frames, shared by the tests (compiling an init costs seconds on CPU)."""
+  return nn.unbox(jax.jit(_head(sim_header).init)(jax.random.PRNGKey(1), _frames()))
+
+
+@pytest.mark.parametrize('sim_header', heads.SIM_HEADERS)
+def test_shapes_and_pooling(sim_header):
+  x = _frames()
+  pooled, tokens = _apply(sim_header)(_variables(sim_header), x)
+  assert pooled.shape == (B, D) and tokens.shape == (B, T, D)
+  assert np.all(np.isfinite(pooled))
+  if sim_header != 'Transf_cls':  # Transf_cls pools with its class token, not the mean
+    np.testing.assert_allclose(pooled, tokens.mean(axis=1), atol=1e-6)
+
+
+def test_meanp_ignores_frame_order_and_transf_does_not():
+  x = _frames()
+  reversed_x = x[:, ::-1]
+  meanp = _apply('meanP')
+  np.testing.assert_allclose(meanp({}, x)[0], meanp({}, reversed_x)[0], atol=1e-6)
+  transf = _apply('Transf')
+  variables = _variables('Transf')
+  gap = np.abs(transf(variables, x)[0] - transf(variables, reversed_x)[0]).max()
+  assert gap > 1e-5  # small at init (position embeddings have std 0.02) but far above float32 rounding
+
+
+@pytest.mark.parametrize('sim_header', [h for h in heads.SIM_HEADERS if h != 'meanP'])
+def test_gradients_reach_every_parameter(sim_header):
+  x = _frames()
+  head = _head(sim_header)
+  params = _variables(sim_header)['params']
+  probe = jax.random.normal(jax.random.PRNGKey(2), (B, T + 1, D))
+
+  def loss(p):
+    pooled, tokens = head.apply({'params': p}, x)
+    # A random projection: a plain sum would be blind to parameters before a LayerNorm.
+    return jnp.sum(pooled * probe[:, 0]) + jnp.sum(tokens * probe[:, 1:])
+
+  grads = jax.tree_util.tree_leaves_with_path(jax.jit(jax.grad(loss))(params))
+  dead = [jax.tree_util.keystr(path) for path, g in grads if not np.any(np.asarray(g) != 0)]
+  assert not dead, f'no gradient reaches {dead}'
+
+
+def test_conv1d_starts_as_a_temporal_shift():
+  d = 8  # quarters of 2 channels
+  x = jax.random.normal(jax.random.PRNGKey(0), (B, T, d))
+  head = heads.make_visual_prompt('Conv_1D', num_frames=T, text_heads=1)
+  _, tokens = jax.jit(head.apply)(nn.unbox(head.init(jax.random.PRNGKey(1), x)), x)
+  zero = jnp.zeros_like(x[:, :1])
+  previous = jnp.concatenate([zero, x[:, :-1]], axis=1)
+  following = jnp.concatenate([x[:, 1:], zero], axis=1)
+  shifted = jnp.concatenate([previous[..., :2], x[..., 2:6], following[..., 6:]], axis=-1)
+  np.testing.assert_allclose(tokens, x + shifted, atol=1e-6)
+
+
+def test_transf_cls_init_is_official_trunc_normal():
+  params = _variables('Transf_cls')['params']
+  values = np.concatenate([params['pos_embed'].ravel(), params['transformer_enc']['layers']['linear1']['kernel']
+                           .ravel()])
+  assert np.abs(values).max() < 0.04  # fmod(N(0, 1), 2) * 0.02 never reaches 2 std
+  assert 0.016 < values.std() < 0.02
+
+
+def test_transf_init():
+  params = _variables('Transf')['params']
+  block = params['transformer']['resblocks']
+  for leaf in (params['frame_position_embeddings']['embedding'], block['c_fc']['kernel'],
+               block['attn']['query']['kernel'], block['attn']['out_proj']['kernel']):
+    assert abs(float(leaf.std()) - 0.02) < 0.003
+  assert not np.any(block['c_proj']['bias']) and not np.any(block['attn']['query']['bias'])
+
+
+def test_transf_cls_dropout_only_when_not_deterministic():
+  x = _frames()
+  apply = _apply('Transf_cls')
+  variables = _variables('Transf_cls')
+  eval_out = apply(variables, x)[0]
+  np.testing.assert_array_equal(eval_out, apply(variables, x, deterministic=True)[0])
+  train_out = [apply(variables, x, deterministic=False, rngs={'dropout': jax.random.PRNGKey(s)})[0]
+               for s in (0, 1)]
+  assert np.abs(train_out[0] - eval_out).max() > 1e-3
+  assert np.abs(train_out[0] - train_out[1]).max() > 1e-3
+
+
+def test_bad_configurations_raise():
+  with pytest.raises(ValueError, match=r"Unknown sim_header 'transf'; valid: meanP, Conv_1D, LSTM, Transf, "):
+    heads.make_visual_prompt('transf', num_frames=T, text_heads=1)
+  head = _head('Transf_cls')
+  with pytest.raises(ValueError, match='num_frames=6; got 4 frames'):
+    jax.eval_shape(head.init, jax.random.PRNGKey(0), _frames(t=4))
+  with pytest.raises(ValueError, match='77 frame positions; got 78'):
+    jax.eval_shape(_head('Transf').init, jax.random.PRNGKey(0), _frames(t=78))
+
+
+def _torch_reference(sim_header, official_view=True):
+  torch.manual_seed(0)
+  ref = torch_heads.VisualPrompt(sim_header, D, T, TEXT_HEADS, official_view=official_view).eval()
+  return torch_heads.randomize_(ref)
+
+
+@pytest.mark.parametrize('sim_header,official_view', [
+    ('meanP', True), ('Conv_1D', True), ('Conv_1D', False), ('LSTM', True), ('Transf', True),
+    ('Transf_cls', True)])
+def test_parity_with_official_pytorch(sim_header, official_view):
+  ref = _torch_reference(sim_header, official_view)
+  params = heads.heads_params_from_torch(ref.state_dict(), sim_header, embed_dim=D, num_frames=T,
+                                         text_heads=TEXT_HEADS)
+  x = np.array(_frames(3))
+  head = _head(sim_header, official_view)
+  expected = jax.eval_shape(head.init, jax.random.PRNGKey(0), x)
+  assert jax.tree_util.tree_map(np.shape, {'params': params} if params else {}) == jax.tree_util.tree_map(
+      np.shape, nn.unbox(expected))
+  pooled, tokens = _apply(sim_header, official_view)({'params': params}, x)
+  with torch.no_grad():
+    ref_pooled, ref_tokens = ref(torch.from_numpy(x))
+  np.testing.assert_allclose(pooled, ref_pooled.numpy(), atol=ATOL, rtol=0)
+  np.testing.assert_allclose(tokens, ref_tokens.numpy(), atol=ATOL, rtol=0)
+
+
+def test_conv1d_official_reshape_differs_from_temporal_conv():
+  ref = _torch_reference('Conv_1D')
+  params = heads.heads_params_from_torch(ref.state_dict(), 'Conv_1D', embed_dim=D, num_frames=T, text_heads=1)
+  x = _frames()
+  official = _apply('Conv_1D', True)({'params': params}, x)[0]
+  temporal = _apply('Conv_1D')({'params': params}, x)[0]
+  assert np.abs(official - temporal).max() > 1e-2
+
+
+def test_conversion_names_every_bad_key():
+  state = dict(_torch_reference('Transf').state_dict())
+  del state['transformer.resblocks.3.ln_2.bias']
+  state['transformer.resblocks.0.attn.in_proj_weight'] = torch.zeros(3 * D, D + 1)
+  state['transformer.resblocks.6.ln_1.weight'] = torch.zeros(D)
+  with pytest.raises(convert.CheckpointError) as err:
+    heads.heads_params_from_torch(state, 'Transf', embed_dim=D, num_frames=T, text_heads=TEXT_HEADS)
+  message = str(err.value)
+  assert 'missing keys: transformer.resblocks.3.ln_2.bias |' in message
+  assert 'unexpected keys: transformer.resblocks.6.ln_1.weight |' in message
+  assert 'transformer.resblocks.0.attn.in_proj_weight: checkpoint (96, 33), model expects (96, 32)' in message
+
+
+def test_conversion_rejects_another_heads_state_dict():
+  state = _torch_reference('LSTM').state_dict()
+  with pytest.raises(convert.CheckpointError, match='missing keys: shift.weight') as err:
+    heads.heads_params_from_torch(state, 'Conv_1D', embed_dim=D, num_frames=T, text_heads=TEXT_HEADS)
+  assert 'unexpected keys: lstm_visual.bias_hh_l0, lstm_visual.bias_ih_l0' in str(err.value)
+
+
+@pytest.mark.parametrize('sim_header', heads.SIM_HEADERS)
+def test_conversion_round_trips(sim_header):
+  state = {k: v.numpy() for k, v in _torch_reference(sim_header).state_dict().items()}
+  params = heads.heads_params_from_torch(state, sim_header, embed_dim=D, num_frames=T, text_heads=TEXT_HEADS)
+  back = convert.to_torch(params, heads.torch_rules(sim_header))
+  unused = {heads.FRAME_POSITIONS_KEY} if sim_header not in ('meanP', 'Transf') else set()
+  assert set(back) == set(state) - unused
+  for key, value in back.items():
+    np.testing.assert_array_equal(value, state[key], err_msg=key)
