@@ -1,0 +1,142 @@
+"""The grain input pipeline: a source, a sampler and an augmentation in, batches of clips out.
+
+Training, in grain's tutorial order:
+
+    MapDataset.range(len(source)).seed(seed).shuffle()   # a new order every epoch
+      [: n // P * P][process_index::P]                   # equal, disjoint shards per JAX process
+      .repeat(num_epochs)
+      .random_map(TrainClip)                             # sample, read, augment with the record's rng
+      .batch(batch_size, drop_remainder=True)
+      .to_iter_dataset().mp_prefetch(workers)
+
+Batching happens before the workers split the work, so a worker builds whole batches, and the batches,
+their order and their augmentation depend on the seed only, not on the number of workers. Trimming each
+epoch's shuffle to a multiple of P keeps shards the same length, so no host waits for another; the
+trimmed videos differ from epoch to epoch.
+
+Evaluation covers every video exactly once: indices are padded up to a multiple of P * batch_size, and
+padding (and any bad video) comes with `mask=False`, so every process runs the same number of equal
+batches and metrics count only real videos.
+
+Batches are dicts of numpy arrays:
+
+- training: `frames` float32 `[B, T, S, S, 3]` (CLIP-normalized), `label` int32 `[B]`,
+  `video_id` int32 `[B]` (the record's line in the annotation file);
+- evaluation: `frames` float32 `[B, V, T, S, S, 3]` with `V = num_clips * num_crops` views of each
+  video (clip-major), `label`, `video_id` (-1 for padding) and `mask` bool `[B]`. Average the V views'
+  scores per video, then over masked-in videos.
+
+The iterator (`iter(dataset)`) is checkpointable: `get_state()` / `set_state()`, or
+`grain.checkpoint.CheckpointHandler` with Orbax. Bad videos are handled as `bad_videos` says.
+"""
+import dataclasses
+
+import grain
+import jax
+import numpy as np
+
+from data_pipelines.augment import EvalAugment, TrainAugment
+from data_pipelines.bad_videos import BadVideoError, BadVideoLog
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainClip(grain.transforms.RandomMap):
+  """Index to a training example; a bad video is reported and replaced by a random other one."""
+  source: object
+  sampler: object
+  augment: TrainAugment
+  bad_videos: BadVideoLog
+  max_tries: int = 10
+
+  def random_map(self, index: int, rng: np.random.Generator) -> dict:
+    seed = rng.integers(2**63)
+    for attempt in range(self.max_tries):
+      # Each attempt has its own generator, so a replacement does not depend on how far the failed
+      # read got before failing.
+      clip_rng = np.random.default_rng((seed, attempt))
+      if attempt:
+        index = int(clip_rng.integers(len(self.source)))
+      try:
+        frames = self.source.read(index, lambda n: self.sampler.train(n, clip_rng))
+      except BadVideoError as e:
+        self.bad_videos.report(e)
+        continue
+      record = self.source[index]
+      return {'frames': self.augment(frames, clip_rng), 'label': np.int32(record.label),
+              'video_id': np.int32(record.video_id)}
+    raise RuntimeError(f'{self.max_tries} bad videos in a row; is the data there? See the log and '
+                       f'{self.bad_videos.workdir or "the warnings"} for which.')
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalClip(grain.transforms.Map):
+  """Index to an evaluation example with all views; padding and bad videos get `mask=False`."""
+  source: object
+  sampler: object
+  augment: EvalAugment
+  bad_videos: BadVideoLog
+
+  def map(self, index: int) -> dict:
+    if index < len(self.source):
+      record = self.source[index]
+      try:
+        frames = self.augment(self.source.read(index, self.sampler.eval))
+        return {'frames': frames, 'label': np.int32(record.label), 'video_id': np.int32(record.video_id),
+                'mask': np.True_}
+      except BadVideoError as e:
+        self.bad_videos.report(e)
+    size = self.augment.input_size
+    views = self.sampler.num_clips * self.augment.num_crops
+    return {'frames': np.zeros((views, self.sampler.clip_frames, size, size, 3), np.float32),
+            'label': np.int32(-1), 'video_id': np.int32(-1), 'mask': np.False_}
+
+
+def _processes(process_index, process_count):
+  if process_index is None:
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} is not in [0, {process_count})')
+  return process_index, process_count
+
+
+def _prefetch(ds: grain.MapDataset, workers: int) -> grain.IterDataset:
+  # Elements are whole batches: one reading thread and a short buffer per process bound the memory.
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  if workers:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2))
+  return ds
+
+
+def train_dataset(source, sampler, augment: TrainAugment, *, batch_size: int, seed: int,
+                  num_epochs: int | None = None, workers: int = 0,
+                  bad_videos: BadVideoLog = BadVideoLog(), process_index: int | None = None,
+                  process_count: int | None = None) -> grain.IterDataset:
+  """Shuffled, augmented training batches of `batch_size` (per process); forever by default.
+
+  `process_index`/`process_count` default to JAX's; `workers=0` loads in the calling process.
+  """
+  process_index, process_count = _processes(process_index, process_count)
+  if len(source) < process_count:
+    raise ValueError(f'{len(source)} videos cannot be shared by {process_count} processes')
+  ds = grain.MapDataset.range(len(source)).seed(seed).shuffle()
+  ds = ds[:len(ds) // process_count * process_count][process_index::process_count]
+  ds = ds.repeat(num_epochs).random_map(TrainClip(source, sampler, augment, bad_videos))
+  return _prefetch(ds.batch(batch_size, drop_remainder=True), workers)
+
+
+def eval_dataset(source, sampler, augment: EvalAugment, *, batch_size: int, workers: int = 0,
+                 bad_videos: BadVideoLog = BadVideoLog(), process_index: int | None = None,
+                 process_count: int | None = None) -> grain.IterDataset:
+  """Every video once, in list order, in `ceil(n / (P * batch_size))` batches on each process."""
+  process_index, process_count = _processes(process_index, process_count)
+  per_step = process_count * batch_size
+  padded = -(-len(source) // per_step) * per_step
+  ds = grain.MapDataset.range(padded)[process_index::process_count]
+  ds = ds.map(EvalClip(source, sampler, augment, bad_videos))
+  return _prefetch(ds.batch(batch_size), workers)
+
+
+def global_batch(batch: dict, mesh: jax.sharding.Mesh, axis: str = 'data') -> dict:
+  """The per-process batch as global `jax.Array`s, split along `axis` of `mesh` on the batch dim."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

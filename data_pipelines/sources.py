@@ -1,0 +1,145 @@
+"""Three random-access video sources with one interface.
+
+Each source is a sequence of `VideoRecord`s (`len(src)`, `src[i]`) plus `src.read(i, pick)`, which
+returns the uint8 frames `pick(num_frames)` of video `i` as `[*indices.shape, H, W, 3]`. Reading is
+separate from indexing because the frame choice is random, and grain hands out the per-record rng only
+inside `random_map`: the pipeline samples there and passes the sampler as `pick`.
+
+- `VideoFileSource`: raw mp4/avi/webm/mkv/mov files, decoded by `video_decode` with keyframe seeking
+  and scaled in the decoder to `short_side`.
+- `FrameFolderSource`: folders of JPEG frames named `image_tmpl.format(index + index_bias)`, as the
+  official repo reads them.
+- `PackedSource`: a dataset written by `python -m data_pipelines.pack`: one array_record example per
+  JPEG frame, read with `tfds` (no TensorFlow).
+
+Every failure to deliver the frames is a `BadVideoError` naming the file; the pipeline decides whether
+to replace the video or stop.
+"""
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from data_pipelines.annotations import VideoRecord
+from data_pipelines.bad_videos import BadVideoError
+from data_pipelines.video_decode import decode_frames, scaled_size
+
+
+class _RecordList:
+  """Sequence access to the records; subclasses add `read`."""
+
+  def __init__(self, records: list[VideoRecord]):
+    if not records:
+      raise ValueError(f'{type(self).__name__} needs at least one video')
+    self.records = records
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitem__(self, index: int) -> VideoRecord:
+    return self.records[index]
+
+
+class VideoFileSource(_RecordList):
+  """Raw video files decoded with PyAV; `short_side=None` keeps the stored size."""
+
+  def __init__(self, records: list[VideoRecord], *, short_side: int | None = None,
+               timeout_s: float = 60.0, threads: int = 1):
+    super().__init__(records)
+    self.short_side = short_side
+    self.timeout_s = timeout_s
+    self.threads = threads
+
+  def read(self, index: int, pick) -> np.ndarray:
+    record = self.records[index]
+    return decode_frames(record.path, pick, num_frames=record.num_frames, short_side=self.short_side,
+                         timeout_s=self.timeout_s, threads=self.threads)
+
+
+def decode_jpeg(data, short_side: int | None, name: str) -> np.ndarray:
+  """A JPEG (bytes or path) as uint8 `[H, W, 3]`, its short side scaled to `short_side` if given.
+
+  `draft` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when that is still at least the target size,
+  which is most of the cost saved when frames are stored larger than they are used.
+  """
+  try:
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+      size = scaled_size(*image.size, short_side)
+      image.draft('RGB', size)
+      image = image.convert('RGB')
+      if image.size != size:
+        image = image.resize(size, Image.BILINEAR)
+      return np.asarray(image)
+  except FileNotFoundError:
+    raise BadVideoError(name, 'frame file not found') from None
+  except (OSError, SyntaxError, ValueError) as e:  # what PIL raises for unreadable and truncated files
+    raise BadVideoError(name, f'undecodable frame: {e}') from e
+
+
+def _each_frame_once(indices, load) -> np.ndarray:
+  """`load(i)` for each distinct index (short videos repeat frames), arranged as `indices`."""
+  indices = np.asarray(indices)
+  targets, where = np.unique(indices, return_inverse=True)
+  return np.stack([load(i) for i in targets.tolist()])[where.reshape(indices.shape)]
+
+
+class FrameFolderSource(_RecordList):
+  """Folders of frame images; `num_frames=None` in a record counts the folder's files."""
+
+  def __init__(self, records: list[VideoRecord], *, image_tmpl: str = 'img_{:05d}.jpg',
+               index_bias: int = 1, short_side: int | None = None):
+    super().__init__(records)
+    self.image_tmpl = image_tmpl
+    self.index_bias = index_bias
+    self.short_side = short_side
+
+  def read(self, index: int, pick) -> np.ndarray:
+    record = self.records[index]
+    num_frames = record.num_frames
+    if num_frames is None:
+      if not os.path.isdir(record.path):
+        raise BadVideoError(record.path, 'frame folder not found')
+      num_frames = len(os.listdir(record.path))
+      if num_frames == 0:
+        raise BadVideoError(record.path, 'frame folder is empty')
+    return _each_frame_once(
+        pick(num_frames), lambda i: decode_jpeg(
+            os.path.join(record.path, self.image_tmpl.format(i + self.index_bias)), self.short_side,
+            record.path))
+
+
+PACKED_SPLIT = 'videos'
+PACKED_RECORDS = 'records.jsonl'
+
+
+class PackedSource(_RecordList):
+  """A packed dataset: `records.jsonl` lists its videos in example order, `tfds` reads the frames."""
+
+  def __init__(self, data_dir: str, *, short_side: int | None = None):
+    import tensorflow_datasets as tfds  # only this source needs it, and it is slow to import
+
+    with open(os.path.join(data_dir, PACKED_RECORDS)) as f:
+      records = [VideoRecord(**json.loads(line)) for line in f]
+    super().__init__(records)
+    self.short_side = short_side
+    # Frames of video i are examples first[i] .. first[i] + num_frames - 1.
+    self._first = np.cumsum([0] + [r.num_frames for r in records])
+    self._examples = tfds.builder_from_directory(_builder_dir(data_dir)).as_data_source(PACKED_SPLIT)
+    if len(self._examples) != self._first[-1]:
+      raise ValueError(f'{data_dir}: {len(self._examples)} packed frames but records.jsonl lists '
+                       f'{self._first[-1]}')
+
+  def read(self, index: int, pick) -> np.ndarray:
+    record, first = self.records[index], int(self._first[index])
+    return _each_frame_once(pick(record.num_frames), lambda i: decode_jpeg(
+        self._examples[first + i]['jpeg'], self.short_side, record.path))
+
+
+def _builder_dir(data_dir: str) -> str:
+  """The `<name>/<version>` folder tfds wrote under `data_dir`; there must be exactly one."""
+  found = [root for root, _, files in os.walk(data_dir) if 'dataset_info.json' in files]
+  if len(found) != 1:
+    raise ValueError(f'{data_dir}: expected one packed tfds dataset, found {found or "none"}')
+  return found[0]

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from data_pipelines.augment import (CLIP_MEAN, CLIP_STD, EvalAugment, TrainAugment,
+                                    multi_scale_crop_box, normalize)
+from data_pipelines.randaugment import _OPS, RandAugment
+
+
+def clip(num_frames=4, height=48, width=64, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+
+
+def test_normalize_is_clip_mean_std():
+  frames = np.array([[[0, 128, 255]]], np.uint8)
+  expected = (np.array([0, 128, 255]) / 255 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
+  np.testing.assert_allclose(normalize(frames)[0, 0], expected, rtol=1e-6)
+  assert normalize(frames).dtype == np.float32
+
+
+def test_multi_scale_crop_boxes_are_tsn_sizes_at_fixed_offsets():
+  rng = np.random.default_rng(0)
+  width, height, size = 340, 256, 224
+  sizes = [256, 224, 192, 168]  # int(256 * s) for the scales
+  boxes = {multi_scale_crop_box(width, height, size, (1, .875, .75, .66), 1, rng) for _ in range(3000)}
+  pairs = {(sizes[j], sizes[i]) for i in range(4) for j in range(4) if abs(i - j) <= 1}
+  assert {(right - left, bottom - top) for left, top, right, bottom in boxes} == pairs
+  for left, top, right, bottom in boxes:
+    w, h = right - left, bottom - top
+    w_step, h_step = (width - w) // 4, (height - h) // 4
+    assert left in {0, w_step, 2 * w_step, 3 * w_step, 4 * w_step}
+    assert top in {0, h_step, 2 * h_step, 3 * h_step, 4 * h_step}
+  # 13 offsets for each size pair: the (1, 3) pattern (quarter points) and corners both occur.
+  assert (0, 0, 168, 168) in boxes and ((340 - 168) // 4, (256 - 168) // 4, 43 + 168, 22 + 168) in boxes
+
+
+def test_train_applies_one_transform_to_all_frames():
+  augment = TrainAugment(input_size=32, randaugment=RandAugment(2, 9))
+  frames = np.repeat(clip(1), 8, axis=0)  # a still clip stays still whatever was drawn
+  for seed in range(20):
+    out = augment(frames, np.random.default_rng(seed))
+    assert out.shape == (8, 32, 32, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.broadcast_to(out[:1], out.shape))
+
+
+def test_train_is_a_function_of_the_generator():
+  augment = TrainAugment(input_size=32, randaugment=RandAugment(2, 9))
+  frames = clip()
+  a, b = (augment(frames, np.random.default_rng(3)) for _ in range(2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, augment(frames, np.random.default_rng(4)))
+
+
+def test_flip_off_never_mirrors():
+  # A left-to-right ramp keeps its direction through every crop when flips are off.
+  ramp = np.broadcast_to(np.linspace(0, 255, 64).astype(np.uint8)[None, :, None], (1, 48, 64, 3)).copy()
+  plain = TrainAugment(input_size=32, flip=False, jitter_p=0, grayscale_p=0)
+  flipping = TrainAugment(input_size=32, jitter_p=0, grayscale_p=0)
+  rising = lambda out: out[0, 16, -1, 0] > out[0, 16, 0, 0]
+  assert all(rising(plain(ramp, np.random.default_rng(s))) for s in range(30))
+  assert not all(rising(flipping(ramp, np.random.default_rng(s))) for s in range(30))
+
+
+def test_grayscale_probability():
+  augment = TrainAugment(input_size=16, jitter_p=0, grayscale_p=0.2)
+  gray = [np.ptp(augment(clip(1), np.random.default_rng(s))[0] * CLIP_STD + CLIP_MEAN, axis=-1).max() < 1e-2
+          for s in range(500)]
+  assert 0.14 < np.mean(gray) < 0.26
+
+
+@pytest.mark.parametrize('op', range(len(_OPS)))
+def test_every_randaugment_op_keeps_size_and_acts(op):
+  from PIL import Image
+  low, high, make = _OPS[op]
+  image = Image.fromarray(clip(1, 32, 32)[0] // 2 + 50)  # low contrast, so autocontrast acts
+  out = make(9 / 30 * (high - low) + low, np.random.default_rng(0), image.size)(image)
+  assert out.size == image.size and out.mode == 'RGB'
+  assert not np.array_equal(np.asarray(out), np.asarray(image))
+
+
+def test_eval_center_crop_and_three_crops():
+  center = EvalAugment(input_size=28)(clip(3, 48, 64)[None])  # short side 28 * 256 // 224 = 32
+  assert center.shape == (1, 3, 28, 28, 3)
+  frames = clip(3, 32, 64)[None]  # one temporal clip
+  three = EvalAugment(input_size=32, num_crops=3)(np.concatenate([frames, frames]))
+  assert three.shape == (6, 3, 32, 32, 3)
+  # Three crops of a frame whose short side already is the input size: left, centre, right.
+  for k, left in enumerate((0, 16, 32)):
+    np.testing.assert_array_equal(three[k], normalize(frames[0][:, :, left:left + 32]))
+  np.testing.assert_array_equal(three[3:], three[:3])
+  with pytest.raises(ValueError, match='num_crops'):
+    EvalAugment(num_crops=2)
+
+
+def test_hue_rotation_keeps_grays_and_moves_colours():
+  from PIL import Image
+  from data_pipelines.augment import _hue_matrix
+  image = Image.fromarray(clip(1, 16, 16)[0])
+  gray = image.convert('L').convert('RGB')
+  np.testing.assert_array_equal(np.asarray(image.convert('RGB', _hue_matrix(0.0))), np.asarray(image))
+  turned = np.asarray(gray.convert('RGB', _hue_matrix(0.1))).astype(int)
+  assert np.abs(turned - np.asarray(gray)).max() <= 1  # no chroma, nothing to rotate
+  assert np.abs(np.asarray(image.convert('RGB', _hue_matrix(0.1))).astype(int) - np.asarray(image)).mean() > 5

@@ -1,0 +1,140 @@
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from data_pipelines import pipeline
+from data_pipelines.augment import EvalAugment, TrainAugment
+from data_pipelines.bad_videos import BadVideoError, BadVideoLog, read_bad_videos
+from data_pipelines.randaugment import RandAugment
+from data_pipelines.sampling import SegmentSampler
+from data_pipelines.sources import FrameFolderSource, PackedSource, VideoFileSource
+
+SIZE = 16
+TRAIN = TrainAugment(input_size=SIZE, randaugment=RandAugment(2, 9))
+ONE_PROCESS = dict(process_index=0, process_count=1)
+
+
+def collect(dataset):
+  iterator = iter(dataset)
+  try:
+    return list(iterator)
+  finally:
+    iterator.close()  # shuts mp_prefetch workers down now, not at garbage collection
+
+
+def test_all_sources_give_identical_batch_shapes(videos, frame_folders, packed_dir):
+  sources = [VideoFileSource(videos), FrameFolderSource(frame_folders), PackedSource(packed_dir)]
+  for source in sources:
+    train = collect(pipeline.train_dataset(source, SegmentSampler(4), TRAIN, batch_size=2, seed=0,
+                                           num_epochs=1, **ONE_PROCESS))
+    assert len(train) == 2  # 5 videos, drop_remainder
+    assert {k: (v.shape, v.dtype) for k, v in train[0].items()} == {
+        'frames': ((2, 4, SIZE, SIZE, 3), np.float32), 'label': ((2,), np.int32),
+        'video_id': ((2,), np.int32)}
+    evaluation = collect(pipeline.eval_dataset(source, SegmentSampler(4, num_clips=2),
+                                               EvalAugment(SIZE, num_crops=3), batch_size=2, **ONE_PROCESS))
+    assert {k: (v.shape, v.dtype) for k, v in evaluation[0].items()} == {
+        'frames': ((2, 6, 4, SIZE, SIZE, 3), np.float32), 'label': ((2,), np.int32),
+        'video_id': ((2,), np.int32), 'mask': ((2,), np.bool_)}
+
+
+def test_same_seed_same_epoch_with_one_and_two_workers(videos):
+  def epoch(seed, workers):
+    return collect(pipeline.train_dataset(VideoFileSource(videos), SegmentSampler(4), TRAIN, batch_size=2,
+                                          seed=seed, num_epochs=2, workers=workers, **ONE_PROCESS))
+  one, two = epoch(7, 1), epoch(7, 2)
+  assert len(one) == len(two) == 5
+  for a, b in zip(one, two):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  other = epoch(8, 0)
+  assert not all(np.array_equal(a['frames'], b['frames']) for a, b in zip(one, other))
+  # Each epoch is a permutation, and the second is shuffled differently from the first.
+  ids = np.concatenate([b['video_id'] for b in one])
+  assert sorted(ids[:5]) == sorted(ids[5:]) == list(range(5)) and list(ids[:5]) != list(ids[5:])
+
+
+def test_process_shards_are_disjoint_and_complete(videos):
+  source = VideoFileSource(videos[:4])
+  shards = [
+      np.concatenate([b['video_id'] for b in collect(pipeline.train_dataset(
+          source, SegmentSampler(2), TRAIN, batch_size=1, seed=3, num_epochs=1, process_index=p,
+          process_count=2))]) for p in range(2)
+  ]
+  assert len(shards[0]) == len(shards[1]) == 2
+  assert sorted(np.concatenate(shards).tolist()) == [0, 1, 2, 3]
+
+
+def test_eval_covers_every_video_once_with_a_mask(videos):
+  source = VideoFileSource(videos)  # 5 videos over 2 processes in batches of 2: 2 batches each
+  seen = []
+  for p in range(2):
+    batches = collect(pipeline.eval_dataset(source, SegmentSampler(4), EvalAugment(SIZE), batch_size=2,
+                                            process_index=p, process_count=2))
+    assert len(batches) == 2
+    for batch in batches:
+      assert (batch['video_id'][~batch['mask']] == -1).all()
+      seen += batch['video_id'][batch['mask']].tolist()
+  assert sorted(seen) == list(range(5))
+
+
+@pytest.fixture
+def half_bad(videos, tmp_path):
+  """The good videos interleaved with a missing, an empty and a too-short one."""
+  (tmp_path / 'empty.mp4').write_bytes(b'')
+  bad = [dataclasses.replace(videos[0], path=str(tmp_path / 'missing.mp4')),
+         dataclasses.replace(videos[0], path=str(tmp_path / 'empty.mp4')),
+         dataclasses.replace(videos[0], num_frames=videos[0].num_frames + 10)]
+  records = [r for pair in zip(videos, bad) for r in pair] + videos[3:]
+  return [dataclasses.replace(r, video_id=i) for i, r in enumerate(records)], {1, 3, 5}
+
+
+def test_bad_videos_are_replaced_counted_and_written(half_bad, tmp_path):
+  records, bad_ids = half_bad
+  log = BadVideoLog(str(tmp_path / 'work'))
+  batches = collect(pipeline.train_dataset(VideoFileSource(records), SegmentSampler(4), TRAIN,
+                                           batch_size=2, seed=0, num_epochs=2, bad_videos=log, **ONE_PROCESS))
+  ids = np.concatenate([b['video_id'] for b in batches])
+  assert len(ids) == 16 and not bad_ids & set(ids.tolist())
+  reported = read_bad_videos(log.workdir)
+  assert set(reported) == {records[i].path for i in bad_ids}
+  assert sum(map(len, reported.values())) >= 6  # every bad video twice: once an epoch at least
+  assert reported[records[5].path][0] == 'has 40 frames, the list says 50'
+
+  evaluation = collect(pipeline.eval_dataset(VideoFileSource(records), SegmentSampler(4), EvalAugment(SIZE),
+                                             batch_size=4, bad_videos=log, **ONE_PROCESS))
+  mask = np.concatenate([b['mask'] for b in evaluation])
+  assert np.flatnonzero(mask).tolist() == [i for i in range(len(records)) if i not in bad_ids]
+
+
+def test_fail_fast_raises(half_bad):
+  records, _ = half_bad
+  dataset = pipeline.train_dataset(VideoFileSource(records), SegmentSampler(4), TRAIN, batch_size=8,
+                                   seed=0, bad_videos=BadVideoLog(fail_fast=True), **ONE_PROCESS)
+  with pytest.raises(BadVideoError):
+    collect(dataset)
+
+
+def test_iterator_state_resumes_exactly(videos):
+  dataset = pipeline.train_dataset(VideoFileSource(videos), SegmentSampler(4), TRAIN, batch_size=2, seed=1,
+                                   **ONE_PROCESS)
+  iterator = iter(dataset)
+  next(iterator)
+  state = iterator.get_state()
+  expected = [next(iterator) for _ in range(3)]
+  resumed = iter(dataset)
+  resumed.set_state(state)
+  for a, b in zip(expected, [next(resumed) for _ in range(3)]):
+    np.testing.assert_array_equal(a['frames'], b['frames'])
+
+
+def test_global_batch_shards_over_the_data_axis():
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  batch = {'frames': np.ones((jax.device_count() * 2, 4, SIZE, SIZE, 3), np.float32),
+           'label': np.arange(jax.device_count() * 2, dtype=np.int32)}
+  arrays = pipeline.global_batch(batch, mesh)
+  assert arrays['frames'].shape == batch['frames'].shape
+  assert arrays['label'].sharding.spec == jax.sharding.PartitionSpec('data')
+  np.testing.assert_array_equal(np.asarray(arrays['label']), batch['label'])

@@ -1,0 +1,62 @@
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from data_pipelines.bad_videos import BadVideoError
+from data_pipelines.sources import FrameFolderSource, PackedSource, VideoFileSource
+
+# Mean absolute difference (0..255 scale) allowed between a raw frame and its JPEG copy at quality 95.
+# Neighbouring test frames differ by far more (> 20), so a shifted index cannot pass.
+JPEG_TOLERANCE = 2.0
+
+
+def all_frames(source, index):
+  return source.read(index, lambda n: np.arange(n)).astype(np.int32)
+
+
+def assert_same_frames(got, reference):
+  assert got.shape == reference.shape
+  errors = np.abs(got[:, None] - reference[None]).mean(axis=(2, 3, 4))  # every pair of frames
+  np.testing.assert_array_equal(errors.argmin(axis=1), np.arange(len(got)))
+  assert errors.diagonal().max() < JPEG_TOLERANCE
+
+
+def test_packed_frames_match_raw_video_up_to_jpeg_loss(videos, packed_dir):
+  raw, packed = VideoFileSource(videos), PackedSource(packed_dir)
+  assert packed.records == videos
+  for i in range(len(videos)):
+    assert_same_frames(all_frames(packed, i), all_frames(raw, i))
+
+
+def test_frame_folders_match_raw_video_with_index_bias(videos, frame_folders):
+  raw = VideoFileSource(videos)
+  folders = FrameFolderSource(frame_folders, image_tmpl='img_{:05d}.jpg', index_bias=1)
+  for i in range(len(videos)):
+    assert_same_frames(all_frames(folders, i), all_frames(raw, i))
+
+
+def test_frame_folder_counts_files_when_the_list_has_no_count(frame_folders):
+  record = dataclasses.replace(frame_folders[1], num_frames=None)
+  counts = []
+  FrameFolderSource([record]).read(0, lambda n: counts.append(n) or [0])
+  assert counts == [frame_folders[1].num_frames]
+
+
+def test_sources_scale_the_short_side(videos, frame_folders, packed_dir):
+  for source in (VideoFileSource(videos, short_side=24), FrameFolderSource(frame_folders, short_side=24),
+                 PackedSource(packed_dir, short_side=24)):
+    assert source.read(0, lambda n: [[0, 1], [2, 3]]).shape == (2, 2, 24, 32, 3)
+
+
+def test_broken_frame_folders_raise_bad_video_errors(frame_folders, tmp_path):
+  folder = tmp_path / 'broken'
+  folder.mkdir()
+  (folder / 'img_00001.jpg').write_bytes(open(os.path.join(frame_folders[0].path, 'img_00001.jpg'), 'rb').read()[:200])
+  source = FrameFolderSource([dataclasses.replace(frame_folders[0], path=str(folder), num_frames=3)])
+  with pytest.raises(BadVideoError, match='undecodable frame') as error:
+    source.read(0, lambda n: [0])
+  assert error.value.path == str(folder)
+  with pytest.raises(BadVideoError, match='frame file not found'):
+    source.read(0, lambda n: [2])
