@@ -1,0 +1,240 @@
+"""Start-up checks of a resolved config: every impossible combination, in one message, before anything compiles.
+
+`launch.py` calls `check(config, mode, jax.device_count(), jax.process_count())` right after writing the resolved
+config to the work dir. Unknown fields and wrong types never get this far: `config_flags` refuses them on a locked
+ConfigDict. What is left are values that are each well typed but cannot work together (a batch the mesh cannot
+split, more frames than the positional table has rows, a list file that is not there).
+
+`resolve_mesh_shape` turns `config.mesh` (with one -1 filling the devices left) into concrete axis sizes; the
+trainer builds its mesh from the same function, so the check and the run agree.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from actionclip_jax import clip, heads, video
+
+MODES = ('train', 'eval', 'zero_shot', 'few_shot')
+SOURCES = ('video', 'frames', 'packed')
+DTYPES = ('float32', 'bfloat16', 'float16')
+PROTOCOLS = ('full', 'half')
+MESH_AXES = ('data', 'fsdp', 'tensor')  # the mesh's axis order; the batch is split over data x fsdp
+BATCH_AXES = ('data', 'fsdp')
+
+
+def resolve_mesh_shape(mesh_cfg, num_devices: int) -> dict[str, int]:
+  """{'data': d, 'fsdp': f, 'tensor': t} from `config.mesh`, -1 (at most one) filling the devices left.
+
+  Raises ValueError naming the mesh fields when the sizes cannot multiply to `num_devices`.
+  """
+  sizes = {axis: mesh_cfg.get(axis, 1) for axis in MESH_AXES}
+  described = ', '.join(f'mesh.{axis}={size}' for axis, size in sizes.items())
+  bad = [f'mesh.{axis}={size!r}' for axis, size in sizes.items()
+         if isinstance(size, bool) or not isinstance(size, int) or (size < 1 and size != -1)]
+  if bad:
+    raise ValueError(f'{", ".join(bad)}: mesh axis sizes must be positive integers or -1 (fill the rest)')
+  fill = [axis for axis, size in sizes.items() if size == -1]
+  if len(fill) > 1:
+    raise ValueError(f'{", ".join("mesh." + a for a in fill)} are all -1: at most one mesh axis can fill the rest')
+  fixed = math.prod(size for size in sizes.values() if size != -1)
+  if fill:
+    if num_devices % fixed:
+      raise ValueError(f'{described}: the fixed axes ({fixed} devices) do not divide the {num_devices} devices')
+    sizes[fill[0]] = num_devices // fixed
+  elif fixed != num_devices:
+    raise ValueError(f'{described}: the mesh has {fixed} devices but there are {num_devices}')
+  return sizes
+
+
+def data_parallel_size(mesh_shape: dict[str, int]) -> int:
+  """How many ways a global batch is split: the product of the batch axes."""
+  return math.prod(mesh_shape[axis] for axis in BATCH_AXES)
+
+
+def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
+  """Raises one ValueError listing every problem of `config` for `mode` on this many devices and processes."""
+  problems = []
+  add = problems.append
+  c = config
+
+  if mode not in MODES:
+    add(f'mode={mode!r} is not one of {", ".join(MODES)}')
+  training = mode == 'train'
+
+  # Devices, mesh and batch sizes.
+  if num_devices < 1 or process_count < 1 or num_devices % process_count:
+    add(f'{num_devices} devices cannot be shared equally by {process_count} processes')
+  dp = None
+  try:
+    mesh_shape = resolve_mesh_shape(c.mesh, num_devices)
+    dp = data_parallel_size(mesh_shape)
+  except ValueError as e:
+    add(str(e))
+  _check_rules(c.mesh.get('rules', ()), add)
+
+  batch_fields = (['data.batch_size'] if training else []) + ['eval.batch_size']
+  for name in batch_fields:
+    size = _get(c, name)
+    if not _positive_int(size):
+      add(f'{name}={size!r} must be a positive integer (the global batch)')
+      continue
+    if dp is not None and size % dp:
+      add(f'{name}={size} is not divisible by the data-parallel size {dp} (mesh data x fsdp = '
+          f'{mesh_shape["data"]} x {mesh_shape["fsdp"]} on {num_devices} devices)')
+    if process_count > 1 and size % process_count:
+      add(f'{name}={size} is not divisible by the {process_count} processes (each loads an equal share)')
+
+  accum = c.solver.grad_accum_steps
+  if training:
+    if not _positive_int(accum):
+      add(f'solver.grad_accum_steps={accum!r} must be a positive integer')
+    elif dp is not None and _positive_int(c.data.batch_size) and c.data.batch_size % dp == 0:
+      per_device = c.data.batch_size // dp
+      if per_device % accum:
+        add(f'solver.grad_accum_steps={accum} does not divide the per-device batch {per_device} '
+            f'(data.batch_size={c.data.batch_size} over {dp} data-parallel devices)')
+
+  # Model.
+  arch = c.network.arch
+  if arch not in clip.PRESETS:
+    add(f'network.arch={arch!r} is not one of {", ".join(clip.PRESETS)}')
+  if c.network.sim_header not in heads.SIM_HEADERS:
+    add(f'network.sim_header={c.network.sim_header!r} is not one of {", ".join(heads.SIM_HEADERS)}')
+  if c.network.interaction not in video.INTERACTIONS:
+    add(f'network.interaction={c.network.interaction!r} is not one of {", ".join(video.INTERACTIONS)}')
+  if c.network.dtype not in DTYPES:
+    add(f'network.dtype={c.network.dtype!r} is not one of {", ".join(DTYPES)}')
+  for name in ('network.drop_out', 'network.emb_dropout'):
+    rate = _get(c, name)
+    if not 0.0 <= rate < 1.0:
+      add(f'{name}={rate} must be in [0, 1)')
+
+  segments, seg_length = c.data.num_segments, c.data.seg_length
+  if not _positive_int(segments) or not _positive_int(seg_length):
+    add(f'data.num_segments={segments!r} and data.seg_length={seg_length!r} must be positive integers')
+  elif c.network.sim_header == 'Transf' and segments * seg_length > heads.FRAME_POSITIONS:
+    add(f'data.num_segments={segments} x data.seg_length={seg_length} = {segments * seg_length} frames, but '
+        f'network.sim_header=Transf has {heads.FRAME_POSITIONS} frame positions')
+  if arch in clip.PRESETS and c.data.input_size % clip.PRESETS[arch].vision_patch_size:
+    add(f'data.input_size={c.data.input_size} is not a multiple of the {arch} patch size '
+        f'{clip.PRESETS[arch].vision_patch_size}')
+  if c.data.short_side and c.data.short_side < c.data.input_size:
+    add(f'data.short_side={c.data.short_side} is below data.input_size={c.data.input_size}: crops would not fit')
+
+  # Data files: list files, or for source=packed the directories `python -m data_pipelines.pack` wrote.
+  source = c.data.source
+  if source not in SOURCES:
+    add(f'data.source={source!r} is not one of {", ".join(SOURCES)}')
+  needed = {'data.train_list'} if mode in ('train', 'few_shot') else set()
+  needed |= {'data.val_list'} if mode in ('eval', 'zero_shot', 'few_shot') else set()
+  for name in ('data.train_list', 'data.val_list'):
+    if source == 'packed':
+      _check_packed(name, _get(c, name), required=name in needed, mode=mode, add=add)
+    else:
+      _check_file(name, _get(c, name), required=name in needed, mode=mode, add=add)
+  if _check_file('data.label_list', c.data.label_list, required=True, mode=mode, add=add):
+    _check_labels(c, add)
+  init_from = c.init_from
+  if init_from and '://' not in init_from and not os.path.exists(init_from):
+    add(f'init_from={init_from!r} does not exist')
+
+  # Schedule (training only).
+  if training:
+    s = c.solver
+    if not s.lr > 0:
+      add(f'solver.lr={s.lr} must be positive')
+    if s.total_steps < 0:
+      add(f'solver.total_steps={s.total_steps} must be >= 0 (0 = use solver.epochs)')
+    elif s.total_steps == 0 and not s.epochs > 0:
+      add(f'solver.epochs={s.epochs} must be positive (or set solver.total_steps)')
+    length, unit = (s.total_steps, 'solver.total_steps') if s.total_steps > 0 else (s.epochs, 'solver.epochs')
+    if s.lr_warmup_step < 0:
+      add(f'solver.lr_warmup_step={s.lr_warmup_step} must be >= 0')
+    elif length > 0 and s.lr_warmup_step >= length:
+      add(f'solver.lr_warmup_step={s.lr_warmup_step} leaves no cosine phase: it must be below {unit}={length}')
+    if s.weight_decay < 0 or s.clip_gradient < 0:
+      add(f'solver.weight_decay={s.weight_decay} and solver.clip_gradient={s.clip_gradient} must be >= 0')
+    if not s.ratio >= 0 or not s.f_ratio >= 0:
+      add(f'solver.ratio={s.ratio} and solver.f_ratio={s.f_ratio} must be >= 0')
+    if len(s.betas) != 2 or not all(0 <= b < 1 for b in s.betas) or not s.eps > 0:
+      add(f'solver.betas={tuple(s.betas)} must be two values in [0, 1) and solver.eps={s.eps} positive')
+    if c.log_every_steps < 1 or c.checkpoint_every_steps < 1 or c.keep_checkpoints < 1:
+      add(f'log_every_steps={c.log_every_steps}, checkpoint_every_steps={c.checkpoint_every_steps} and '
+          f'keep_checkpoints={c.keep_checkpoints} must be >= 1')
+
+  # Evaluation.
+  e = c.eval
+  if e.num_clips < 1 or e.num_crops < 1:
+    add(f'eval.num_clips={e.num_clips} and eval.num_crops={e.num_crops} must be >= 1')
+  if e.max_videos < 0 or e.every_steps < 0:
+    add(f'eval.max_videos={e.max_videos} and eval.every_steps={e.every_steps} must be >= 0')
+  if e.protocol not in PROTOCOLS:
+    add(f'eval.protocol={e.protocol!r} is not one of {", ".join(PROTOCOLS)}')
+  elif mode == 'zero_shot' and e.protocol == 'half' and e.half_splits < 1:
+    add(f'eval.half_splits={e.half_splits} must be >= 1 for eval.protocol=half')
+  if mode == 'few_shot' and c.data.source == 'packed':
+    add('mode=few_shot draws K videos per class from a list file: use data.source=video or frames, not packed')
+  if mode == 'few_shot' and (e.shots < 1 or e.fewshot_steps < 1):
+    add(f'eval.shots={e.shots} and eval.fewshot_steps={e.fewshot_steps} must be >= 1 for mode=few_shot')
+
+  if problems:
+    raise ValueError(f'Invalid config for mode={mode} on {num_devices} devices / {process_count} processes '
+                     f'({len(problems)} problem{"s" if len(problems) > 1 else ""}):\n' +
+                     '\n'.join(f'  - {p}' for p in problems))
+
+
+def _get(config, dotted: str):
+  for key in dotted.split('.'):
+    config = config[key]
+  return config
+
+
+def _positive_int(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool) and x > 0
+
+
+def _check_file(name, path, *, required, mode, add) -> bool:
+  """True when `path` is a file to read; adds a problem when it is required and missing, or given and absent."""
+  if not path:
+    if required:
+      add(f'{name} is required for mode={mode} (--config.{name}=PATH)')
+    return False
+  if not os.path.isfile(path):
+    add(f'{name}={path!r} does not exist')
+    return False
+  return True
+
+
+def _check_packed(name, path, *, required, mode, add):
+  from data_pipelines.sources import PACKED_RECORDS
+  if not path:
+    if required:
+      add(f'{name} is required for mode={mode} (for data.source=packed: the directory data_pipelines.pack wrote)')
+  elif not os.path.isfile(os.path.join(path, PACKED_RECORDS)):
+    add(f'{name}={path!r} is not a packed dataset (no {PACKED_RECORDS} in it; data.source=packed)')
+
+
+def _check_labels(c, add):
+  from data_pipelines.annotations import AnnotationError, read_label_csv  # plain csv reading, no heavy imports
+  try:
+    names = read_label_csv(c.data.label_list)
+  except (AnnotationError, OSError, UnicodeDecodeError) as err:
+    add(f'data.label_list: {err}')
+    return
+  if c.data.num_classes and len(names) != c.data.num_classes:
+    add(f'data.label_list={c.data.label_list!r} has {len(names)} classes but data.num_classes={c.data.num_classes} '
+        f'({c.data.dataset}); set --config.data.num_classes=0 to accept any count')
+  if len(names) < 2:
+    add(f'data.label_list={c.data.label_list!r} has {len(names)} classes: video-text matching needs at least 2')
+
+
+def _check_rules(rules, add):
+  for rule in rules:
+    if len(rule) != 2 or not isinstance(rule[0], str):
+      add(f'mesh.rules entry {rule!r} must be (logical_name, mesh_axes)')
+      continue
+    axes = rule[1] if isinstance(rule[1], (tuple, list)) else (rule[1],)
+    unknown = [a for a in axes if a is not None and a not in MESH_AXES]
+    if unknown:
+      add(f'mesh.rules maps {rule[0]!r} to unknown mesh axes {unknown}; the axes are {", ".join(MESH_AXES)}')

@@ -1,0 +1,90 @@
+"""The config's data section -> data_pipelines objects: label names, records, sources, datasets."""
+from __future__ import annotations
+
+import jax
+
+from data_pipelines import annotations, augment, pipeline, sampling, sources
+from data_pipelines.bad_videos import BadVideoLog
+from data_pipelines.randaugment import RandAugment
+
+
+def label_names(data) -> list[str]:
+  return annotations.read_label_csv(data.label_list)
+
+
+def records(data, list_path: str, names: list[str]) -> list[annotations.VideoRecord]:
+  """A TSN list file (`path num_frames label`), or a `path,label_name` CSV for a plain folder of videos."""
+  root = data.root or None
+  if list_path.endswith('.csv'):
+    return annotations.read_plain_csv(list_path, names, root=root)
+  return annotations.read_list_file(list_path, len(names), root=root)
+
+
+def source(data, list_path: str, names: list[str]):
+  """For `source=packed`, list_path is the directory `python -m data_pipelines.pack` wrote."""
+  if data.source == 'packed':
+    return sources.PackedSource(list_path, short_side=data.short_side)
+  recs = records(data, list_path, names)
+  if data.source == 'frames':
+    return sources.FrameFolderSource(recs, image_tmpl=data.image_tmpl, index_bias=data.index_bias,
+                                     short_side=data.short_side)
+  return sources.VideoFileSource(recs, short_side=data.short_side)
+
+
+class _CentreSampler:
+  """`random_shift=False`: training takes the evaluation (segment centre) indices, as the official loader."""
+
+  def __init__(self, sampler: sampling.SegmentSampler):
+    self.sampler = sampler
+
+  def train(self, num_frames, rng):
+    del rng
+    return self.sampler.eval(num_frames)[0]
+
+
+def per_process(batch_size: int) -> int:
+  if batch_size % jax.process_count():
+    raise ValueError(f'batch size {batch_size} is not divisible by {jax.process_count()} processes')
+  return batch_size // jax.process_count()
+
+
+def train_dataset(config, workdir: str, names: list[str]):
+  data = config.data
+  src = source(data, data.train_list, names)
+  sampler = sampling.SegmentSampler(data.num_segments, data.seg_length)
+  randaug = RandAugment(data.randaug.N, data.randaug.M) if data.randaug.N > 0 else None
+  train_augment = augment.TrainAugment(data.input_size, flip=data.flip, randaugment=randaug)
+  return src, pipeline.train_dataset(
+      src, sampler if data.random_shift else _CentreSampler(sampler), train_augment,
+      batch_size=per_process(data.batch_size), seed=config.seed, workers=data.workers,
+      bad_videos=BadVideoLog(workdir, fail_fast=data.fail_fast))
+
+
+def eval_dataset(config, workdir: str, list_path: str, names: list[str]):
+  data = config.data
+  src = source(data, list_path, names)
+  if config.eval.max_videos:
+    src = _Prefix(src, config.eval.max_videos)
+  sampler = sampling.SegmentSampler(data.num_segments, data.seg_length, num_clips=config.eval.num_clips)
+  return src, pipeline.eval_dataset(
+      src, sampler, augment.EvalAugment(data.input_size, num_crops=config.eval.num_crops),
+      batch_size=per_process(config.eval.batch_size), workers=data.workers,
+      bad_videos=BadVideoLog(workdir, fail_fast=data.fail_fast))
+
+
+class _Prefix:
+  """The first n videos of a source (eval.max_videos, for quick checks)."""
+
+  def __init__(self, src, n: int):
+    self.src, self.n = src, min(n, len(src))
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, index):
+    if not 0 <= index < self.n:
+      raise IndexError(index)
+    return self.src[index]
+
+  def read(self, index, pick):
+    return self.src.read(index, pick)

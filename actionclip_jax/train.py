@@ -1,0 +1,289 @@
+"""The ActionCLIP trainer: one top-to-bottom `train()`; `launch.py` runs it.
+
+The step is a pure function `(state, batch, rng) -> (state, metrics)` jitted over a device mesh with
+in/out shardings and a donated state; the loss is computed on the global batch, so contrastive logits span
+every device without hand-written collectives. Randomness is `fold_in(rng, step)`, the data order is the grain
+iterator's, and both are checkpointed: a resumed run is the same run.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from jax.experimental import multihost_utils
+
+from actionclip_jax import checkpoints, clip, inputs, interaction, losses, metrics, optim, pretrained, prompts
+from actionclip_jax import sharding, video
+from data_pipelines import augment
+from data_pipelines.pipeline import global_batch
+
+
+def model_config(config) -> video.ActionCLIPConfig:
+  """The model the config describes (CLIP preset + ActionCLIP's video options)."""
+  n = config.network
+  clip_config = clip.get_preset(
+      n.arch, num_frames=config.data.num_segments * config.data.seg_length, joint=n.joint, tsm=n.tsm,
+      drop_path=n.drop_out, emb_dropout=n.emb_dropout, dtype=n.dtype, remat=n.remat)
+  if clip_config.image_resolution != config.data.input_size:
+    clip_config = clip_config.replace(image_resolution=config.data.input_size)
+  return video.ActionCLIPConfig(clip_config, sim_header=n.sim_header, interaction=n.interaction)
+
+
+def class_table(config, names: list[str], context_length: int) -> np.ndarray:
+  templates = tuple(config.network.templates) if config.network.templates else prompts.TEMPLATES
+  return prompts.class_token_ids(names, templates, context_length)
+
+
+def write_config(config, workdir: str) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + '\n')
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The loss and its gradients.
+
+
+def _encode(module, frames, ids, deterministic: bool):
+  video_repr = module.encode_video(frames, deterministic)
+  pooled, tokens, _ = module.encode_text(ids, deterministic)
+  return video_repr, (pooled, tokens)
+
+
+def _similarity(module, video_repr, text_repr, text_mask):
+  return module.similarity(video_repr, (*text_repr, text_mask))
+
+
+def loss_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, accum_steps: int = 1):
+  """The ActionCLIP loss on the whole batch and its gradient.
+
+  With accum_steps > 1 the batch is encoded in that many chunks, twice (GradCache): once without gradients to
+  get every embedding, then the loss gradient w.r.t. the embeddings is pulled back through each chunk's encoder.
+  Memory is one chunk's activations, and the loss and gradient are those of the whole batch: contrastive
+  logits still span every sample. Dropout draws differ from the unchunked step (one key per chunk).
+  """
+  text_mask = interaction.text_token_mask(ids)
+
+  def encode(p, f, i, r):
+    return module.apply({'params': p}, f, i, False, method=_encode, rngs={'dropout': r})
+
+  def loss_from(p, video_repr, text_repr):
+    scores = module.apply({'params': p}, video_repr, text_repr, text_mask, method=_similarity)
+    logits = jnp.exp(p['clip']['logit_scale']) * scores.astype(jnp.float32)
+    return losses.actionclip_loss_from_logits(logits, labels)
+
+  if accum_steps == 1:
+    return jax.value_and_grad(lambda p: loss_from(p, *encode(p, frames, ids, rng)))(params)
+
+  def split(x):  # chunk j = samples j, j + k, ...: each chunk keeps every device's share of the batch
+    return x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1)
+
+  def merge(x):
+    return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
+
+  chunks = (split(frames), split(ids), jax.random.split(rng, accum_steps))
+  reprs = jax.lax.map(lambda c: encode(params, *c), chunks)
+  loss, (head_grads, *repr_grads) = jax.value_and_grad(loss_from, argnums=(0, 1, 2))(
+      params, *jax.tree_util.tree_map(merge, reprs))
+
+  def pull_back(acc, chunk):
+    f, i, r, g = chunk
+    _, vjp = jax.vjp(lambda p: encode(p, f, i, r), params)
+    return jax.tree_util.tree_map(jnp.add, acc, vjp(g)[0]), None
+
+  encoder_grads, _ = jax.lax.scan(pull_back, jax.tree_util.tree_map(jnp.zeros_like, params),
+                                  (*chunks, jax.tree_util.tree_map(split, tuple(repr_grads))))
+  return loss, jax.tree_util.tree_map(jnp.add, head_grads, encoder_grads)
+
+
+def make_train_step(module, tx, table, accum_steps: int, compute_dtype):
+  table = jnp.asarray(table)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state['step'])
+    text_rng, dropout_rng = jax.random.split(rng)
+    frames = augment.normalize_on_device(batch['frames'], compute_dtype)
+    ids = prompts.sample_text_ids(text_rng, batch['label'], table)
+    loss, grads = loss_and_grads(module, state['params'], frames, ids, batch['label'], dropout_rng, accum_steps)
+    updates, opt_state = tx.update(grads, state['opt'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    stats = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+             'logit_scale': jnp.exp(state['params']['clip']['logit_scale'])}
+    return {'params': params, 'opt': opt_state, 'step': state['step'] + 1}, stats
+
+  return train_step
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Initial params: random, or converted from a pretrained checkpoint (`init_from`).
+
+
+def init_from(path: str, params, abstract_state) -> Any:
+  """`params` with whatever `path` provides replaced: our run dir (its latest params), an official ActionCLIP
+  checkpoint (CLIP + fusion), or an OpenAI / Hugging Face CLIP (the CLIP part). Shapes must match exactly."""
+  if os.path.isdir(os.path.join(path, 'checkpoints')) or os.path.isdir(os.path.join(path, 'best')):
+    loaded = checkpoints.restore_params(path, abstract_state)
+    if loaded is None:
+      raise FileNotFoundError(f'init_from={path} is a run directory without checkpoints')
+    return loaded
+  loaded = pretrained.load_pretrained(path)
+  source = loaded.params if isinstance(loaded, video.PretrainedActionCLIP) else {'clip': loaded.params}
+  merged = dict(params)
+  for name, subtree in source.items():
+    want = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), params.get(name))
+    got = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), subtree)
+    if want != got:
+      raise pretrained.CheckpointError(
+          f'init_from={path}: its {name!r} params do not fit the configured model (check network.arch, '
+          f'network.sim_header, data.num_segments, data.input_size)')
+    merged[name] = jax.tree_util.tree_map(lambda new, old: jax.device_put(new, old.sharding), subtree,
+                                          params[name])
+  return merged
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains, evaluating at `eval.every_steps` and at the end; returns the last evaluation's results."""
+  from actionclip_jax import evaluate  # evaluation reuses this module's builders
+
+  # --- Config ---
+  write_config(config, workdir)
+  mcfg = model_config(config)
+  module = video.ActionCLIP(mcfg)
+  config_dict = json.loads(config.to_json_best_effort())
+
+  # --- Mesh ---
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules(config.mesh)
+  logging.info('Mesh %s over %d devices, %d processes', dict(mesh.shape), mesh.size, jax.process_count())
+
+  # --- Data ---
+  names = inputs.label_names(config.data)
+  train_source, train_data = inputs.train_dataset(config, workdir, names)
+  steps_per_epoch = max(1, len(train_source) // config.data.batch_size)
+  if config.solver.total_steps > 0:
+    total_steps, warmup_steps = config.solver.total_steps, config.solver.lr_warmup_step
+  else:
+    total_steps = config.solver.epochs * steps_per_epoch
+    warmup_steps = config.solver.lr_warmup_step * steps_per_epoch
+  data_iterator = iter(train_data)
+  table = class_table(config, names, mcfg.clip.context_length)
+
+  # --- Model and shardings: params are born sharded ---
+  boxed_shapes = jax.eval_shape(lambda r: video.init_params(mcfg, r, boxed=True), jax.random.key(0))
+  param_shapes = nn.unbox(boxed_shapes)
+  tx = optim.make(config.solver, config.network, warmup_steps, total_steps, param_shapes)
+  params_sharding = sharding.param_shardings(boxed_shapes, mesh, rules)
+  opt_sharding = sharding.optimizer_shardings(jax.eval_shape(tx.init, param_shapes), params_sharding, mesh)
+  state_sharding = {'params': params_sharding, 'opt': opt_sharding, 'step': sharding.replicated(mesh)}
+
+  def init_state(rng):
+    params = video.init_params(mcfg, rng)
+    return {'params': params, 'opt': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
+
+  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  abstract_state = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                          abstract_state, state_sharding)
+  if jax.process_index() == 0:
+    logging.info('Parameters:\n%s', metrics.param_table(param_shapes))
+
+  # --- Step: compiled ahead of time, its memory estimate logged before the first step ---
+  batch_sharding = sharding.batch_sharding(mesh)
+  frames_shape = (config.data.batch_size, mcfg.num_frames, config.data.input_size, config.data.input_size, 3)
+  batch_shapes = {'frames': jax.ShapeDtypeStruct(frames_shape, jnp.uint8, sharding=batch_sharding),
+                  'label': jax.ShapeDtypeStruct((config.data.batch_size,), jnp.int32, sharding=batch_sharding),
+                  'video_id': jax.ShapeDtypeStruct((config.data.batch_size,), jnp.int32, sharding=batch_sharding)}
+  step_fn = make_train_step(module, tx, table, config.solver.grad_accum_steps, jnp.dtype(mcfg.clip.dtype))
+  init_rng, rng = jax.random.split(jax.random.key(config.seed))
+  train_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
+                       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+  compiled = train_step.lower(abstract_state, batch_shapes, rng).compile()
+  memory = compiled.memory_analysis()
+  if memory is not None:
+    logging.info('Compiled step memory per device: %s', _memory_summary(memory))
+
+  # --- Checkpoints: resume this run, else init_from, else from scratch ---
+  ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+  writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, abstract_state, data_iterator)
+    writer.truncate_after(start)
+    logging.info('Resumed %s at step %d', workdir, start)
+  else:
+    start = 0
+    state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+    if config.init_from:
+      state['params'] = init_from(config.init_from, state['params'], abstract_state)
+      state['opt'] = jax.jit(tx.init, out_shardings=opt_sharding)(state['params'])
+      logging.info('Initialized from %s', config.init_from)
+
+  # --- Preemption: SIGTERM saves the current step, then the run exits ---
+  preempted = []
+  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+
+  def any_preempted() -> bool:
+    flag = np.asarray(bool(preempted))
+    if jax.process_count() > 1:
+      flag = multihost_utils.process_allgather(flag).any()
+    return bool(flag)
+
+  def save(step):
+    ckpt.save(step, state, data_iterator, config_dict)
+
+  # --- Loop ---
+  results = {}
+  progress = metrics.Progress(total_steps, initial=start, enabled=jax.process_index() == 0)
+  lr_at = functools.partial(optim.learning_rates, config.solver, warmup_steps, total_steps)
+  tick, last_logged = time.perf_counter(), start
+  try:
+    for step in range(start + 1, total_steps + 1):
+      batch = global_batch(next(data_iterator), mesh, sharding.BATCH_AXES)
+      state, stats = compiled(state, batch, rng)
+      is_last = step == total_steps
+      if step % config.log_every_steps == 0 or is_last or step % config.checkpoint_every_steps == 0:
+        stats = jax.device_get(stats)
+        metrics.check_finite(step, stats['loss'])
+        now = time.perf_counter()
+        clips_per_sec = (step - last_logged) * config.data.batch_size / (now - tick)
+        tick, last_logged = now, step
+        writer.write(step, {**{k: float(v) for k, v in stats.items()}, 'lr': float(lr_at(step)),
+                            'clips_per_sec': clips_per_sec})
+        progress.update(step, loss=float(stats['loss']), clips_per_sec=clips_per_sec)
+      if step % config.checkpoint_every_steps == 0 or is_last or any_preempted():
+        save(step)
+      if preempted:
+        logging.warning('SIGTERM: saved step %d, exiting', step)
+        break
+      if (config.eval.every_steps and step % config.eval.every_steps == 0) or is_last:
+        if config.data.val_list:
+          results = evaluate.evaluate_params(config, workdir, module, state['params'], mesh, names)
+          writer.write_eval(f'{config.eval.name}_step{step}', results)
+          ckpt.save_best(step, state, config_dict, results['top1'])
+  finally:
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+    progress.close()
+    signal.signal(signal.SIGTERM, previous_handler)
+  return results
+
+
+def _memory_summary(memory) -> str:
+  fields = ('argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes', 'generated_code_size_in_bytes')
+  return ', '.join(f'{f.removesuffix("_size_in_bytes")} {getattr(memory, f, 0) / 2**30:.2f} GiB' for f in fields)
+

@@ -1,0 +1,51 @@
+r"""Few-shot recognition: K videos per class, a frozen ActionCLIP and the cross-modal linear adaptation
+(`actionclip_jax.fewshot`), `--mode=few_shot`.
+
+Features of the K-shot training videos (drawn with `seed` from `data.train_list`) and the class prompts are
+computed once with the frozen model; a linear classifier initialised from the zero-shot text classifier is trained
+for `eval.fewshot_steps` steps, then evaluated on `data.val_list`.
+
+Variants (`:a=b,c`): `shots` (2 | 4 | 8 | 16, the paper's K -> eval.shots), `dataset` (hmdb51 | ucf101 | k400 |
+any), `arch` (ViT-B/16), `frames` (8), `wti`, `runlocal`.
+
+    python launch.py --config=configs/few_shot.py:shots=4,dataset=ucf101 --mode=few_shot \
+        --workdir=/ckpt/fs_ucf101_4shot --config.init_from=/ckpt/k400_b16_8f --config.data.root=/data/ucf101 \
+        --config.data.train_list=lists/ucf101/train_split1.txt --config.data.val_list=lists/ucf101/val_split1.txt \
+        --config.data.label_list=lists/ucf101_labels.csv
+
+No expected numbers are given here: the paper's few-shot table could not be checked against its text.
+"""
+from configs import common
+
+DATASETS = {  # variant -> (data.dataset, classes in the label list; 0 = not checked)
+    'hmdb51': ('hmdb51', 51),
+    'ucf101': ('ucf101', 101),
+    'k400': ('kinetics400', common.KINETICS400_CLASSES),
+    'any': ('any', 0),
+}
+SHOTS = (2, 4, 8, 16)  # the paper's K; any K >= 1 is accepted
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, shots=16, dataset='hmdb51', arch='ViT-B/16', frames=8, wti=False, runlocal=False)
+  if arg.dataset not in DATASETS:
+    raise ValueError(f'dataset={arg.dataset!r}: not one of {", ".join(DATASETS)}')
+  if arg.shots < 1:
+    raise ValueError(f'shots={arg.shots}: K must be >= 1 (the paper uses {SHOTS})')
+  c = common.base()
+
+  c.data.dataset, c.data.num_classes = DATASETS[arg.dataset]
+  c.data.num_segments = arg.frames
+  c.data.input_size = 224
+  c.data.randaug.N, c.data.randaug.M = 0, 0
+
+  c.network.arch = arg.arch
+  c.network.sim_header = 'Transf'
+  c.network.interaction = 'wti' if arg.wti else 'global'
+
+  c.eval.batch_size = 64
+  c.eval.shots = arg.shots
+  c.eval.name = f'few_shot_{arg.dataset}_{arg.shots}shot'
+  if arg.runlocal:
+    common.runlocal(c)
+  return c

@@ -1,0 +1,47 @@
+r"""UCF101 fine-tuning from a Kinetics-400 ActionCLIP checkpoint (official `configs/ucf101/ucf_ft.yaml`).
+
+The official recipe: `Transf` visual prompt, global batch 32, 50 epochs (5 warm-up, then cosine to 0), lr 5e-6
+with the visual tower x 1 and the head x 10, AdamW weight decay 0.2, gradient clipping 20, no RandAugment
+(N=0, M=0), 224x224, both towers trained. The checkpoint is required: pass it as `--config.init_from` (one of our
+K400 work dirs, or an official ActionCLIP `.pt`). UCF101 has three train/test splits; give the split's lists.
+
+Variants (`:a=b,c`): `arch` (ViT-B/16 default, as the official file; ViT-B/32), `frames` (8 | 16 | 32; must match
+the checkpoint for `joint`), `wti`, `runlocal`.
+
+    python launch.py --config=configs/ucf101.py:frames=32 --workdir=/ckpt/ucf101_b16_32f_split1 \
+        --config.init_from=/ckpt/k400_b16_32f --config.data.root=/data/ucf101 \
+        --config.data.train_list=lists/ucf101/train_split1.txt --config.data.val_list=lists/ucf101/val_split1.txt \
+        --config.data.label_list=lists/ucf101_labels.csv
+
+Expected top-1 (K400-pretrained, single view, official README / MODEL_ZOO.md): ViT-B/16 32 frames 97.1.
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, arch='ViT-B/16', frames=8, wti=False, runlocal=False)
+  c = common.base()
+
+  c.data.dataset = 'ucf101'
+  c.data.num_classes = 101
+  c.data.num_segments = arg.frames
+  c.data.batch_size = 32
+  c.data.input_size = 224
+  c.data.randaug.N, c.data.randaug.M = 0, 0
+
+  c.network.arch = arg.arch
+  c.network.sim_header = 'Transf'
+  c.network.interaction = 'wti' if arg.wti else 'global'
+
+  c.solver.epochs = 50
+  c.solver.lr_warmup_step = 5
+  c.solver.lr = 5e-6
+  c.solver.weight_decay = 0.2
+  c.solver.ratio = 1.0
+  c.solver.f_ratio = 10.0
+  c.solver.clip_gradient = 20.0
+
+  c.eval.name = 'ucf101_val'
+  if arg.runlocal:
+    common.runlocal(c)
+  return c
