@@ -253,4 +253,7 @@ def test_packed_source_takes_directories(tmp_path):
     packed.mkdir()
     (packed / 'records.jsonl').write_text('')
     c.data[field] = str(packed)
-  config_checks.check(c, 'few_shot', 1, 1)
+  config_checks.check(c, 'train', 1, 1)
+  config_checks.check(c, 'eval', 1, 1)
+  with pytest.raises(ValueError, match='mode=few_shot draws K videos per class from a list file'):
+    config_checks.check(c, 'few_shot', 1, 1)
