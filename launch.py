@@ -14,6 +14,11 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, 
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'zero_shot', 'few_shot'], 'What to run.')
+# Multi-process without cluster auto-detection (SLURM, Open MPI, Cloud TPU and Kubernetes are detected by
+# `--config.distributed=True` alone): the same command on every process, each with its own --process_id.
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -23,13 +28,18 @@ def main(argv):
   import jax
 
   config = _CONFIG.value
-  if config.distributed:
-    jax.distributed.initialize()  # reads the coordinator and process ids from the TPU/SLURM environment
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif config.distributed:
+    jax.distributed.initialize()  # the coordinator and process ids come from the TPU / SLURM / MPI environment
 
   from actionclip_jax import config_checks, train
 
   train.write_config(config, _WORKDIR.value)
-  config_checks.check(config, _MODE.value, jax.device_count(), jax.process_count())
+  try:
+    config_checks.check(config, _MODE.value, jax.device_count(), jax.process_count())
+  except ValueError as e:
+    raise SystemExit(str(e)) from None  # one message, no traceback: nothing has started yet
   logging.info('Running %s in %s on %d devices', _MODE.value, _WORKDIR.value, jax.device_count())
   if _MODE.value == 'train':
     results = train.train(config, _WORKDIR.value)
@@ -39,5 +49,13 @@ def main(argv):
   logging.info('Results: %s', results)
 
 
+def parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except AttributeError as e:  # ml_collections' answer to `--config.no_such_field=...`
+    message = ' '.join(str(e).strip('\'"').replace("\\'", "'").split('\\n'))
+    raise SystemExit(f'FATAL Flags parsing error: unknown config field {message}') from None
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

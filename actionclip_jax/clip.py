@@ -95,10 +95,11 @@ PRESETS: dict[str, CLIPConfig] = {
                         vision_patch_size=14, transformer_width=768, transformer_heads=12),
     'ViT-L/14@336': _openai(embed_dim=768, image_resolution=336, vision_layers=24, vision_width=1024,
                             vision_patch_size=14, transformer_width=768, transformer_heads=12),
-    # Small enough for a CPU test in well under a second, large enough to have several heads and blocks.
+    # For CPU tests and smoke runs. Heads follow OpenAI's width // 64 rule, so a tiny model saved in the OpenAI or
+    # ActionCLIP layout (where heads are not stored) loads back as the same architecture.
     'tiny': CLIPConfig(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
-                       context_length=16, vocab_size=49408, transformer_width=64, transformer_heads=2,
-                       transformer_layers=2, vision_heads=2),
+                       context_length=16, vocab_size=49408, transformer_width=64, transformer_heads=1,
+                       transformer_layers=2),
 }
 
 

@@ -9,40 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import torch_clip
-import torch_heads
+import torch_actionclip
 from actionclip_jax import CheckpointError, clip, heads, load_pretrained, tokenize, video
 
 ARCH = dict(embed_dim=32, image_resolution=32, vision_layers=2, vision_width=128, vision_patch_size=8,
             context_length=16, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=2)
 FRAMES = 4
-
-
-def official_checkpoint(path, sim_header, tsm=False, joint=False, seed=0):
-  """An official-format checkpoint (fp16 CLIP as `convert_weights` leaves it, `module.`-prefixed fusion keys)."""
-  torch.manual_seed(seed)
-  model = torch_clip.CLIP(**ARCH, T=FRAMES, tsm=tsm, joint=joint).eval()
-  torch_clip.convert_weights_to_fp16(model)
-  fusion = torch_heads.VisualPrompt(sim_header, ARCH['embed_dim'], 1 if joint else FRAMES,
-                                    ARCH['transformer_width'] // 64).eval()
-  if sim_header != 'Conv_1D':  # keep Conv_1D's shift initialization: it is what the official model starts from
-    torch_heads.randomize_(fusion, seed=seed)
-  torch.save({'model_state_dict': model.state_dict(),
-              'fusion_model_state_dict': {f'module.{k}': v for k, v in fusion.state_dict().items()},
-              'optimizer_state_dict': {'state': {}, 'param_groups': []}, 'epoch': 3}, path)
-  return model.float(), fusion
-
-
-def official_outputs(model, fusion, frames, ids):
-  """As the official test.py: encode_image per frame, view(b, t, -1), fusion, then encode_text and logits."""
-  b, t = frames.shape[:2]
-  with torch.no_grad():
-    image = model.encode_image(torch.from_numpy(frames.reshape(b * t, *frames.shape[2:])).permute(0, 3, 1, 2))
-    pooled = fusion(image.view(b, -1, image.shape[-1]))[0]
-    text = model.encode_text(torch.from_numpy(ids).long())
-    logits = model.logit_scale.exp() * (pooled / pooled.norm(dim=-1, keepdim=True)) @ (
-        text / text.norm(dim=-1, keepdim=True)).T
-  return pooled.numpy(), text.numpy(), logits.numpy()
 
 
 CASES = [('meanP', False, False), ('Conv_1D', False, False), ('LSTM', False, False), ('Transf', False, False),
@@ -52,32 +24,32 @@ CASES = [('meanP', False, False), ('Conv_1D', False, False), ('LSTM', False, Fal
 @pytest.mark.parametrize('sim_header,tsm,joint', CASES)
 def test_official_checkpoint_gives_official_numbers(tmp_path, sim_header, tsm, joint):
   path = tmp_path / 'model_best.pt'
-  model, fusion = official_checkpoint(path, sim_header, tsm, joint)
+  model, fusion = torch_actionclip.official_checkpoint(ARCH, path, sim_header, tsm, joint)
   loaded = load_pretrained(path, num_frames=FRAMES)
   assert isinstance(loaded, video.PretrainedActionCLIP)
   assert (loaded.config.sim_header, loaded.config.clip.tsm, loaded.config.clip.joint) == (sim_header, tsm, joint)
   rng = np.random.default_rng(0)
   frames = rng.standard_normal((2, FRAMES, 32, 32, 3)).astype(np.float32)
   ids = tokenize(['a video of abseiling', 'The man is juggling balls', 'archery'], context_length=16)
-  want_video, want_text, want_logits = official_outputs(model, fusion, frames, ids)
+  want_video, want_text, want_logits = torch_actionclip.official_outputs(model, fusion, frames, ids)
   np.testing.assert_allclose(np.asarray(loaded.encode_video(frames)), want_video, atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(loaded.encode_text(ids)), want_text, atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(loaded.logits(frames, ids)), want_logits, atol=1e-4, rtol=1e-5)
 
 
 def test_sim_header_and_frames_must_agree_with_the_checkpoint(tmp_path):
-  official_checkpoint(tmp_path / 'a.pt', 'Transf_cls')
+  torch_actionclip.official_checkpoint(ARCH, tmp_path / 'a.pt', 'Transf_cls')
   with pytest.raises(CheckpointError, match="sim_header='LSTM' was asked for, but the fusion weights are 'Transf_cls'"):
     load_pretrained(tmp_path / 'a.pt', sim_header='LSTM')
   with pytest.raises(CheckpointError, match='num_frames=8 was asked for, but the weights are for 4'):
     load_pretrained(tmp_path / 'a.pt', num_frames=8)
-  official_checkpoint(tmp_path / 'tsm.pt', 'meanP', tsm=True)
+  torch_actionclip.official_checkpoint(ARCH, tmp_path / 'tsm.pt', 'meanP', tsm=True)
   with pytest.raises(CheckpointError, match='pass num_frames='):
     load_pretrained(tmp_path / 'tsm.pt')
 
 
 def test_broken_fusion_weights_name_the_key(tmp_path):
-  official_checkpoint(tmp_path / 'a.pt', 'LSTM')
+  torch_actionclip.official_checkpoint(ARCH, tmp_path / 'a.pt', 'LSTM')
   ckpt = torch.load(tmp_path / 'a.pt', weights_only=True)
   ckpt['fusion_model_state_dict']['module.lstm_visual.bias_hh_l0'] = torch.zeros(5)
   torch.save(ckpt, tmp_path / 'b.pt')
