@@ -7,7 +7,7 @@ applied to all frames, so the clip stays one consistent motion and an epoch is a
 Training follows ActionCLIP's `get_augmentation(training=True)`: TSN's multi-scale crop (scales 1, .875,
 .75, .66, at most one step of aspect distortion, one of 13 fixed corner/centre offsets) resized to the
 input size, horizontal flip, colour jitter (p .8; brightness .4, contrast .4, saturation .2, hue .1,
-in random order, as torchvision's `ColorJitter`), grayscale (p .2), then CLIP normalization. Work is
+in random order, as torchvision's `ColorJitter`), grayscale (p .2). Work is
 done at the smallest size: the crop box is resized straight to the input size in one PIL call, and the
 colour and RandAugment ops run on the 224² result. Three deliberate differences from the official code:
 colour jitter and RandAugment are drawn once per clip, not per frame; RandAugment runs after the crop
@@ -18,10 +18,13 @@ Evaluation resizes the short side to `input_size * 256 // 224` (bicubic, as `Gro
 centre crop; with `num_crops=3` it resizes the short side to `input_size` and takes left/centre/right
 (or top/centre/bottom) crops covering the frame, the usual three-crop test.
 
-Outputs are float32, normalized with CLIP's mean and std: the model needs no preprocessing of its own.
+Outputs stay uint8: CLIP's mean/std normalization runs on the accelerator inside the jitted step
+(`normalize_on_device`), which takes it off the host CPU and sends a quarter of the bytes to the device.
+`normalize` is the same map in numpy, for host-side consumers.
 """
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageEnhance
 
@@ -40,6 +43,12 @@ def normalize(frames: np.ndarray) -> np.ndarray:
   out *= _SCALE  # in place: half the memory traffic of `frames * scale - shift`
   out -= _SHIFT
   return out
+
+
+def normalize_on_device(frames, dtype=jnp.float32):
+  """`normalize` in jnp, for inside a jitted step: uint8 frames to CLIP-normalized `dtype`."""
+  scale, shift = jnp.asarray(_SCALE), jnp.asarray(_SHIFT)
+  return (frames.astype(jnp.float32) * scale - shift).astype(dtype)
 
 
 def multi_scale_crop_box(width: int, height: int, input_size: int, scales, max_distort: int,
@@ -106,7 +115,7 @@ class TrainAugment:
     return [ops[i] for i in rng.permutation(len(ops))]
 
   def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """uint8 `[T, H, W, 3]` to normalized float32 `[T, input_size, input_size, 3]`."""
+    """uint8 `[T, H, W, 3]` to uint8 `[T, input_size, input_size, 3]`."""
     height, width = frames.shape[1:3]
     size = (self.input_size, self.input_size)
     box = multi_scale_crop_box(width, height, self.input_size, self.scales, self.max_distort, rng)
@@ -124,7 +133,7 @@ class TrainAugment:
       for op in ops:
         image = op(image)
       out[t] = np.asarray(image)
-    return normalize(out)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +147,7 @@ class EvalAugment:
       raise ValueError(f'num_crops must be 1 or 3, got {self.num_crops}')
 
   def __call__(self, clips: np.ndarray) -> np.ndarray:
-    """uint8 `[C, T, H, W, 3]` to float32 `[C * num_crops, T, S, S, 3]`, clip-major."""
+    """uint8 `[C, T, H, W, 3]` to uint8 `[C * num_crops, T, S, S, 3]`, clip-major."""
     num_clips, num_frames, height, width = clips.shape[:4]
     short = self.input_size * 256 // 224 if self.num_crops == 1 else self.input_size
     scale = short / min(width, height)
@@ -157,4 +166,4 @@ class EvalAugment:
         resized = np.asarray(Image.fromarray(clips[c, t]).resize((new_w, new_h), Image.BICUBIC))
         for k, (x, y) in enumerate(offsets):
           out[c, k, t] = resized[y:y + s, x:x + s]
-    return normalize(out.reshape(-1, num_frames, s, s, 3))
+    return out.reshape(-1, num_frames, s, s, 3)

@@ -3,16 +3,16 @@
 Training, in grain's tutorial order:
 
     MapDataset.range(len(source)).seed(seed).shuffle()   # a new order every epoch
-      [: n // P * P][process_index::P]                   # equal, disjoint shards per JAX process
-      .repeat(num_epochs)
-      .random_map(TrainClip)                             # sample, read, augment with the record's rng
-      .batch(batch_size, drop_remainder=True)
+      .repeat(num_epochs)                                # one global stream of clips
+      .random_map(TrainClip)                             # sample, read, augment with the position's rng
+      .batch(batch_size, drop_remainder=True)            # per-process batches ...
+      [process_index::P]                                 # ... dealt round-robin to the JAX processes
       .to_iter_dataset().mp_prefetch(workers)
 
-Batching happens before the workers split the work, so a worker builds whole batches, and the batches,
-their order and their augmentation depend on the seed only, not on the number of workers. Trimming each
-epoch's shuffle to a multiple of P keeps shards the same length, so no host waits for another; the
-trimmed videos differ from epoch to epoch.
+Everything is lazy, so a process only reads its own clips. Batching happens before the workers split the
+work, so a worker builds whole batches, and the batches, their order and their augmentation depend on the
+seed only: not on the number of workers, nor on the number of processes (the global batch is the same
+clips in the same order with 1 or P processes).
 
 Evaluation covers every video exactly once: indices are padded up to a multiple of P * batch_size, and
 padding (and any bad video) comes with `mask=False`, so every process runs the same number of equal
@@ -20,9 +20,10 @@ batches and metrics count only real videos.
 
 Batches are dicts of numpy arrays:
 
-- training: `frames` float32 `[B, T, S, S, 3]` (CLIP-normalized), `label` int32 `[B]`,
+- training: `frames` uint8 `[B, T, S, S, 3]` (normalize on the device: `augment.normalize_on_device`),
+  `label` int32 `[B]`,
   `video_id` int32 `[B]` (the record's line in the annotation file);
-- evaluation: `frames` float32 `[B, V, T, S, S, 3]` with `V = num_clips * num_crops` views of each
+- evaluation: `frames` uint8 `[B, V, T, S, S, 3]` with `V = num_clips * num_crops` views of each
   video (clip-major), `label`, `video_id` (-1 for padding) and `mask` bool `[B]`. Average the V views'
   scores per video, then over masked-in videos.
 
@@ -87,7 +88,7 @@ class EvalClip(grain.transforms.Map):
         self.bad_videos.report(e)
     size = self.augment.input_size
     views = self.sampler.num_clips * self.augment.num_crops
-    return {'frames': np.zeros((views, self.sampler.clip_frames, size, size, 3), np.float32),
+    return {'frames': np.zeros((views, self.sampler.clip_frames, size, size, 3), np.uint8),
             'label': np.int32(-1), 'video_id': np.int32(-1), 'mask': np.False_}
 
 
@@ -116,12 +117,14 @@ def train_dataset(source, sampler, augment: TrainAugment, *, batch_size: int, se
   `process_index`/`process_count` default to JAX's; `workers=0` loads in the calling process.
   """
   process_index, process_count = _processes(process_index, process_count)
-  if len(source) < process_count:
-    raise ValueError(f'{len(source)} videos cannot be shared by {process_count} processes')
-  ds = grain.MapDataset.range(len(source)).seed(seed).shuffle()
+  ds = grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat(num_epochs)
+  ds = ds.random_map(TrainClip(source, sampler, augment, bad_videos))
+  # Blocks of `batch_size` consecutive clips of one global stream; process p takes blocks p, p + P, ... So global
+  # batch j is clips [j * P * batch_size, (j + 1) * P * batch_size) in stream order, each clip with the randomness
+  # of its stream position, whatever P is: P processes train exactly as one.
+  ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds[:len(ds) // process_count * process_count][process_index::process_count]
-  ds = ds.repeat(num_epochs).random_map(TrainClip(source, sampler, augment, bad_videos))
-  return _prefetch(ds.batch(batch_size, drop_remainder=True), workers)
+  return _prefetch(ds, workers)
 
 
 def eval_dataset(source, sampler, augment: EvalAugment, *, batch_size: int, workers: int = 0,

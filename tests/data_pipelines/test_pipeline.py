@@ -31,12 +31,12 @@ def test_all_sources_give_identical_batch_shapes(videos, frame_folders, packed_d
                                            num_epochs=1, **ONE_PROCESS))
     assert len(train) == 2  # 5 videos, drop_remainder
     assert {k: (v.shape, v.dtype) for k, v in train[0].items()} == {
-        'frames': ((2, 4, SIZE, SIZE, 3), np.float32), 'label': ((2,), np.int32),
+        'frames': ((2, 4, SIZE, SIZE, 3), np.uint8), 'label': ((2,), np.int32),
         'video_id': ((2,), np.int32)}
     evaluation = collect(pipeline.eval_dataset(source, SegmentSampler(4, num_clips=2),
                                                EvalAugment(SIZE, num_crops=3), batch_size=2, **ONE_PROCESS))
     assert {k: (v.shape, v.dtype) for k, v in evaluation[0].items()} == {
-        'frames': ((2, 6, 4, SIZE, SIZE, 3), np.float32), 'label': ((2,), np.int32),
+        'frames': ((2, 6, 4, SIZE, SIZE, 3), np.uint8), 'label': ((2,), np.int32),
         'video_id': ((2,), np.int32), 'mask': ((2,), np.bool_)}
 
 
@@ -65,6 +65,22 @@ def test_process_shards_are_disjoint_and_complete(videos):
   ]
   assert len(shards[0]) == len(shards[1]) == 2
   assert sorted(np.concatenate(shards).tolist()) == [0, 1, 2, 3]
+
+
+def test_processes_together_yield_the_single_process_batches(videos):
+  """Global batch j from P processes = batch j of one process: same clips, same order, same augmentation."""
+  source = VideoFileSource(videos[:4])
+
+  def batches(process_index, process_count):
+    ds = pipeline.train_dataset(source, SegmentSampler(2), TRAIN, batch_size=2 // process_count, seed=5,
+                                num_epochs=2, process_index=process_index, process_count=process_count)
+    return collect(ds)
+
+  single, parts = batches(0, 1), [batches(p, 2) for p in range(2)]
+  assert len(single) == len(parts[0]) == len(parts[1]) == 4
+  for j, whole in enumerate(single):
+    for key in ('frames', 'label', 'video_id'):
+      np.testing.assert_array_equal(whole[key], np.concatenate([parts[0][j][key], parts[1][j][key]]))
 
 
 def test_eval_covers_every_video_once_with_a_mask(videos):
