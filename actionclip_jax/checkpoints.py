@@ -9,6 +9,8 @@ import os
 from typing import Any
 
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -48,15 +50,21 @@ class Checkpoints:
     self.best.close()
 
 
-def restore_params(workdir: str, abstract_state) -> Any | None:
-  """The params of another run's latest (or, without one, best) checkpoint; None if `workdir` has none."""
+def read_params(workdir: str, step: int | None = None) -> Any | None:
+  """A run's params at `step` (default: its latest checkpoint, else its best) as numpy arrays, whatever model
+  and mesh saved them; None if `workdir` has no checkpoint."""
   for sub in ('checkpoints', 'best'):
     directory = os.path.abspath(os.path.join(workdir, sub))
     if not os.path.isdir(directory):
       continue
-    with ocp.CheckpointManager(directory) as manager:
-      step = manager.latest_step()
-      if step is not None:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return restored.state['params']
+    if step is None:
+      with ocp.CheckpointManager(directory) as manager:
+        step = manager.latest_step()
+    if step is None:
+      continue
+    path = os.path.join(directory, str(step), 'state')
+    with ocp.PyTreeCheckpointer() as checkpointer:
+      tree = checkpointer.metadata(path).item_metadata.tree
+      restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+      return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))['params']
   return None

@@ -15,7 +15,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from actionclip_jax import checkpoints, fewshot, inputs, interaction, metrics, optim, prompts
+from actionclip_jax import fewshot, inputs, interaction, metrics, prompts
 from actionclip_jax import sharding, train, video
 from data_pipelines import augment
 from data_pipelines.pipeline import global_batch
@@ -52,7 +52,7 @@ def _encode_text_fn(module):
 
 def _video_repr(module, params, frames):
   """frames uint8 [B, V, T, H, W, 3] -> pooled [B*V, D], tokens [B*V, T', D]."""
-  frames = augment.normalize_on_device(frames.reshape(-1, *frames.shape[2:]), jnp.dtype(module.config.clip.dtype))
+  frames = augment.normalize(frames.reshape(-1, *frames.shape[2:]), jnp.dtype(module.config.clip.dtype))
   return module.apply({'params': params}, frames, method=video.ActionCLIP.encode_video)
 
 
@@ -115,32 +115,16 @@ def half_class_splits(per_template: np.ndarray, labels: np.ndarray, splits: int,
 
 
 def load_params(config, workdir: str, module, mesh):
-  """The params to evaluate: this work dir's latest checkpoint, else init_from (any accepted checkpoint)."""
+  """The params to evaluate, sharded: this work dir's latest checkpoint, else init_from (any accepted one)."""
   mcfg = module.config
   boxed = jax.eval_shape(lambda r: video.init_params(mcfg, r, boxed=True), jax.random.key(0))
   shardings = sharding.param_shardings(boxed, mesh, sharding.rules(config.mesh))
   params = jax.jit(lambda r: video.init_params(mcfg, r), out_shardings=shardings)(jax.random.key(config.seed))
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
-    abstract = _abstract_state(config, mcfg, params, shardings)
-    loaded = checkpoints.restore_params(workdir, abstract)
-    if loaded is not None:
-      return loaded
+    return train.init_from(workdir, params)
   if not config.init_from:
     raise ValueError(f'Nothing to evaluate: {workdir} has no checkpoint and init_from is empty')
-  abstract = _abstract_state(config, mcfg, params, shardings)
-  return train.init_from(config.init_from, params, abstract)
-
-
-def _abstract_state(config, mcfg, params, shardings):
-  """Shapes and shardings of a saved train state (params + optimizer), to restore its params from."""
-  tx = optim.make(config.solver, config.network, 1, 2, params)
-  mesh = jax.tree_util.tree_leaves(shardings)[0].mesh
-  opt_shapes = jax.eval_shape(tx.init, params)
-  opt_sharding = sharding.optimizer_shardings(opt_shapes, shardings, mesh)
-  state = {'params': params, 'opt': opt_shapes, 'step': jax.ShapeDtypeStruct((), jnp.int32)}
-  state_sharding = {'params': shardings, 'opt': opt_sharding, 'step': sharding.replicated(mesh)}
-  return jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state,
-                                state_sharding)
+  return train.init_from(config.init_from, params)
 
 
 def run(config, workdir: str, mode: str) -> dict:

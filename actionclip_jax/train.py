@@ -114,7 +114,7 @@ def make_train_step(module, tx, table, accum_steps: int, compute_dtype):
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state['step'])
     text_rng, dropout_rng = jax.random.split(rng)
-    frames = augment.normalize_on_device(batch['frames'], compute_dtype)
+    frames = augment.normalize(batch['frames'], compute_dtype)
     ids = prompts.sample_text_ids(text_rng, batch['label'], table)
     loss, grads = loss_and_grads(module, state['params'], frames, ids, batch['label'], dropout_rng, accum_steps)
     updates, opt_state = tx.update(grads, state['opt'], state['params'])
@@ -130,26 +130,29 @@ def make_train_step(module, tx, table, accum_steps: int, compute_dtype):
 # Initial params: random, or converted from a pretrained checkpoint (`init_from`).
 
 
-def init_from(path: str, params, abstract_state) -> Any:
-  """`params` with whatever `path` provides replaced: our run dir (its latest params), an official ActionCLIP
-  checkpoint (CLIP + fusion), or an OpenAI / Hugging Face CLIP (the CLIP part). Shapes must match exactly."""
+def init_from(path: str, params) -> Any:
+  """`params` with whatever `path` provides replaced: another run dir (its latest params), an official
+  ActionCLIP checkpoint (CLIP + fusion), or an OpenAI / Hugging Face CLIP (the CLIP part). Each part taken
+  ('clip', 'fusion', 'interaction') must fit the configured model exactly; parts it lacks keep their init."""
   if os.path.isdir(os.path.join(path, 'checkpoints')) or os.path.isdir(os.path.join(path, 'best')):
-    loaded = checkpoints.restore_params(path, abstract_state)
-    if loaded is None:
+    source = checkpoints.read_params(path)
+    if source is None:
       raise FileNotFoundError(f'init_from={path} is a run directory without checkpoints')
-    return loaded
-  loaded = pretrained.load_pretrained(path)
-  source = loaded.params if isinstance(loaded, video.PretrainedActionCLIP) else {'clip': loaded.params}
+  else:
+    loaded = pretrained.load_pretrained(path)
+    source = loaded.params if isinstance(loaded, video.PretrainedActionCLIP) else {'clip': loaded.params}
   merged = dict(params)
   for name, subtree in source.items():
-    want = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), params.get(name))
-    got = jax.tree_util.tree_map(lambda x: (x.shape, x.dtype), subtree)
+    if name not in params:
+      logging.warning('init_from=%s: its %r params have no place in this model and are not used', path, name)
+      continue
+    want = jax.tree_util.tree_map(lambda x: (x.shape, np.dtype(x.dtype)), params[name])
+    got = jax.tree_util.tree_map(lambda x: (x.shape, np.dtype(x.dtype)), subtree)
     if want != got:
       raise pretrained.CheckpointError(
           f'init_from={path}: its {name!r} params do not fit the configured model (check network.arch, '
           f'network.sim_header, data.num_segments, data.input_size)')
-    merged[name] = jax.tree_util.tree_map(lambda new, old: jax.device_put(new, old.sharding), subtree,
-                                          params[name])
+    merged[name] = jax.tree_util.tree_map(lambda new, old: jax.device_put(new, old.sharding), subtree, params[name])
   return merged
 
 
@@ -228,7 +231,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = 0
     state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
     if config.init_from:
-      state['params'] = init_from(config.init_from, state['params'], abstract_state)
+      state['params'] = init_from(config.init_from, state['params'])
       state['opt'] = jax.jit(tx.init, out_shardings=opt_sharding)(state['params'])
       logging.info('Initialized from %s', config.init_from)
 

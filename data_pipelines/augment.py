@@ -1,54 +1,56 @@
 """Clip augmentation: ActionCLIP's training and evaluation transforms on uint8 frames.
 
-A clip is `[T, H, W, 3]` uint8. Every random choice (crop, flip, jitter factors and their order,
-grayscale, RandAugment ops) is drawn once per clip from the generator grain gives the record and
-applied to all frames, so the clip stays one consistent motion and an epoch is a function of the seed.
+A clip is `[T, H, W, 3]` uint8, or for training also a list of T RGB PIL images (the JPEG sources' frames
+as decoded, which saves a round trip through numpy). Every random choice (crop, flip, jitter factors and
+their order, grayscale, RandAugment ops) is drawn once per clip from the generator grain gives the record
+and applied to all frames, so the clip stays one consistent motion and an epoch is a function of the seed.
 
 Training follows ActionCLIP's `get_augmentation(training=True)`: TSN's multi-scale crop (scales 1, .875,
 .75, .66, at most one step of aspect distortion, one of 13 fixed corner/centre offsets) resized to the
 input size, horizontal flip, colour jitter (p .8; brightness .4, contrast .4, saturation .2, hue .1,
-in random order, as torchvision's `ColorJitter`), grayscale (p .2). Work is
-done at the smallest size: the crop box is resized straight to the input size in one PIL call, and the
-colour and RandAugment ops run on the 224² result. Three deliberate differences from the official code:
-colour jitter and RandAugment are drawn once per clip, not per frame; RandAugment runs after the crop
-rather than before it; and hue is rotated in YIQ space rather than shifted in HSV space (see
-`_hue_matrix`).
+in random order, as torchvision's `ColorJitter`), grayscale (p .2). All of it runs in PIL on uint8, at
+the smallest size: the crop box is resized straight to the input size in one PIL call (a box already of
+the input size is a plain crop), flip and RandAugment act on the 224² result, and colour jitter and
+grayscale together are one affine colour map, a single PIL pass per frame (`ColorJitter`). A frame a
+short video repeats is transformed once. Four deliberate differences from the official code: colour
+jitter and RandAugment are drawn once per clip, not per frame; RandAugment runs after the crop rather
+than before it; hue is rotated in YIQ space rather than shifted in HSV space (see `_hue_matrix`); and
+the colour steps are clipped to [0, 255] once, at the end, rather than after each step.
 
 Evaluation resizes the short side to `input_size * 256 // 224` (bicubic, as `GroupScale`) and takes the
 centre crop; with `num_crops=3` it resizes the short side to `input_size` and takes left/centre/right
 (or top/centre/bottom) crops covering the frame, the usual three-crop test.
 
-Outputs stay uint8: CLIP's mean/std normalization runs on the accelerator inside the jitted step
-(`normalize_on_device`), which takes it off the host CPU and sends a quarter of the bytes to the device.
-`normalize` is the same map in numpy, for host-side consumers.
+Outputs stay uint8, a quarter of the bytes of float32 to build, batch and copy to the accelerator.
+CLIP's mean/std normalization is `normalize`, a jnp function the model step calls inside its jitted
+function: one multiply-add per value on the device instead of a float32 pass on the host.
 """
 import dataclasses
+import functools
 
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from data_pipelines.randaugment import RandAugment
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# (x / 255 - mean) / std as one multiply-add; numpy constants, so importing puts nothing on a device.
 _SCALE = np.float32(1 / 255) / np.asarray(CLIP_STD, np.float32)
 _SHIFT = np.asarray(CLIP_MEAN, np.float32) / np.asarray(CLIP_STD, np.float32)
 
 
-def normalize(frames: np.ndarray) -> np.ndarray:
-  """uint8 RGB to CLIP-normalized float32, `(x / 255 - mean) / std`."""
-  out = frames.astype(np.float32)
-  out *= _SCALE  # in place: half the memory traffic of `frames * scale - shift`
-  out -= _SHIFT
-  return out
+def normalize(frames, dtype=jnp.float32) -> jnp.ndarray:
+  """uint8 RGB frames `[..., 3]` to CLIP-normalized `dtype`, `(x / 255 - mean) / std`.
+
+  Meant to run inside the jitted model step on the batch's uint8 `frames`; the arithmetic is float32
+  whatever `dtype` is, so a bfloat16 model gets the float32 result rounded once.
+  """
+  return (jnp.asarray(frames, jnp.float32) * _SCALE - _SHIFT).astype(dtype)
 
 
-def normalize_on_device(frames, dtype=jnp.float32):
-  """`normalize` in jnp, for inside a jitted step: uint8 frames to CLIP-normalized `dtype`."""
-  scale, shift = jnp.asarray(_SCALE), jnp.asarray(_SHIFT)
-  return (frames.astype(jnp.float32) * scale - shift).astype(dtype)
 
 
 def multi_scale_crop_box(width: int, height: int, input_size: int, scales, max_distort: int,
@@ -72,18 +74,87 @@ def multi_scale_crop_box(width: int, height: int, input_size: int, scales, max_d
 # RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane around the luma axis Y.
 _TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _FROM_YIQ = np.linalg.inv(_TO_YIQ)
+_LUMA = _TO_YIQ[0]  # ITU-R 601, as PIL's `convert('L')`
+_TO_GRAY = np.outer(np.ones(3), _LUMA)  # every channel becomes the luma
 
 
-def _hue_matrix(shift: float) -> tuple[float, ...]:
-  """PIL `convert` matrix rotating hue by `shift` turns (in [-0.5, 0.5]).
+def _hue_matrix(shift: float) -> np.ndarray:
+  """3×3 RGB matrix rotating hue by `shift` turns (in [-0.5, 0.5]).
 
   torchvision shifts H in HSV space, whose conversion back to RGB costs PIL 1.5 ms a 224² frame; the
-  YIQ rotation is one 3×3 matrix in C (0.3 ms) and moves hue the same way while keeping luma.
+  YIQ rotation is linear, so it joins the other colour steps in one matrix, and moves hue the same way
+  while keeping luma.
   """
   cos, sin = np.cos(2 * np.pi * shift), np.sin(2 * np.pi * shift)
   rotate = np.array([[1, 0, 0], [0, cos, -sin], [0, sin, cos]])
-  matrix = _FROM_YIQ @ rotate @ _TO_YIQ
-  return tuple(np.concatenate([matrix, np.zeros((3, 1))], axis=1).reshape(-1).tolist())
+  return _FROM_YIQ @ rotate @ _TO_YIQ
+
+
+@dataclasses.dataclass(frozen=True)
+class ColorJitter:
+  """One clip's colour jitter (and grayscale), applied to a frame as one affine colour map.
+
+  torchvision's `ColorJitter` runs brightness (scale towards black), contrast (towards the frame's mean
+  luma), saturation (towards each pixel's luma) and hue in `order`, each a pass over the pixels that
+  rounds and clips to uint8. Each step is affine in RGB, so here they compose into one 3×4 matrix, and
+  PIL's `convert` applies it in a single pass (about a third of the time of the four `ImageEnhance`
+  passes), rounding and clipping once at the end. The result equals the step-by-step one up to rounding
+  wherever no step pushed a value out of [0, 255] (a test checks this); where one did, the out-of-range
+  value is carried to the next step instead of being clipped first (on a real 224² frame: 1.5 levels
+  mean absolute difference, mostly `ImageEnhance`'s truncation at each step; up to ~25 in clipped
+  highlights). Unclipped, the four steps commute (contrast's grey scales with brightness; saturation
+  and hue keep luma and grey), so the drawn order matters only through rounding; it is kept to apply
+  contrast's grey level as `ImageEnhance.Contrast` takes it: the frame's mean luma after the steps
+  before it, computed from the frame's mean colour. With `gray`, the map ends in luma and the frame
+  comes out as one channel (`L`).
+  """
+  brightness: float = 1.0
+  contrast: float = 1.0
+  saturation: float = 1.0
+  hue: float = 0.0
+  order: tuple[int, ...] = (0, 1, 2, 3)  # the steps by index: brightness, contrast, saturation, hue
+  gray: bool = False
+
+  @functools.cached_property
+  def _affine(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(scale, grey_shift, grey_weights)`: the map is `x -> scale @ x + grey * grey_shift`, where the
+    contrast grey is `int(grey_weights @ mean + 0.5)`, the luma of the mean colour after the steps
+    before contrast (none of which has an offset). Computed once per clip."""
+    scale, grey_shift, grey_weights = np.eye(3), np.zeros(3), np.zeros(3)
+    for step in self.order:
+      if step == 0:
+        step_scale = self.brightness * np.eye(3)
+      elif step == 1:
+        grey_weights = _LUMA @ scale
+        step_scale = self.contrast * np.eye(3)
+      elif step == 2:
+        step_scale = self.saturation * np.eye(3) + (1 - self.saturation) * _TO_GRAY
+      else:
+        step_scale = _hue_matrix(self.hue)
+      scale, grey_shift = step_scale @ scale, step_scale @ grey_shift
+      if step == 1:
+        grey_shift = grey_shift + (1 - self.contrast)  # blends towards grey in every channel
+    if self.gray:
+      scale, grey_shift = _LUMA @ scale, _LUMA @ grey_shift
+    return scale, grey_shift, grey_weights
+
+  def matrix(self, mean: np.ndarray) -> tuple[float, ...]:
+    """PIL `convert` matrix for a frame whose mean RGB colour is `mean`."""
+    scale, grey_shift, grey_weights = self._affine
+    shift = int(grey_weights @ mean + 0.5) * grey_shift
+    if self.gray:
+      return (*scale.tolist(), float(shift))
+    return tuple(np.concatenate([scale, shift[:, None]], axis=1).reshape(-1).tolist())
+
+  def __call__(self, image: Image.Image) -> Image.Image:
+    """The jittered RGB frame, or its luma (mode `L`) with `gray`."""
+    if not self.order:
+      return image.convert('L') if self.gray else image
+    mean = np.zeros(3)
+    if 1 in self.order:  # only contrast needs the mean; the channel histograms give it exactly
+      hist = np.asarray(image.histogram(), np.float64).reshape(3, 256)
+      mean = hist @ np.arange(256) / hist[0].sum()
+    return image.convert('L' if self.gray else 'RGB', self.matrix(mean))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,38 +172,42 @@ class TrainAugment:
   grayscale_p: float = 0.2
   randaugment: RandAugment | None = None
 
-  def _jitter(self, rng: np.random.Generator) -> list:
-    brightness = rng.uniform(1 - self.brightness, 1 + self.brightness)
-    contrast = rng.uniform(1 - self.contrast, 1 + self.contrast)
-    saturation = rng.uniform(1 - self.saturation, 1 + self.saturation)
-    hue = rng.uniform(-self.hue, self.hue)
-    ops = [
-        lambda image: ImageEnhance.Brightness(image).enhance(brightness),
-        lambda image: ImageEnhance.Contrast(image).enhance(contrast),
-        lambda image: ImageEnhance.Color(image).enhance(saturation),
-        lambda image, matrix=_hue_matrix(hue): image.convert('RGB', matrix),
-    ]
-    return [ops[i] for i in rng.permutation(len(ops))]
+  def _color(self, rng: np.random.Generator) -> ColorJitter | None:
+    """The clip's colour jitter (p `jitter_p`) and grayscale (p `grayscale_p`); None if neither."""
+    jitter = {'order': ()}
+    if rng.random() < self.jitter_p:
+      jitter = dict(brightness=rng.uniform(1 - self.brightness, 1 + self.brightness),
+                    contrast=rng.uniform(1 - self.contrast, 1 + self.contrast),
+                    saturation=rng.uniform(1 - self.saturation, 1 + self.saturation),
+                    hue=rng.uniform(-self.hue, self.hue), order=tuple(rng.permutation(4).tolist()))
+    gray = rng.random() < self.grayscale_p
+    return ColorJitter(**jitter, gray=gray) if jitter['order'] or gray else None
 
-  def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """uint8 `[T, H, W, 3]` to uint8 `[T, input_size, input_size, 3]`."""
-    height, width = frames.shape[1:3]
+  def __call__(self, frames, rng: np.random.Generator) -> np.ndarray:
+    """uint8 `[T, H, W, 3]`, or T RGB PIL images, to uint8 `[T, input_size, input_size, 3]`."""
+    images = [frame if isinstance(frame, Image.Image) else Image.fromarray(frame) for frame in frames]
     size = (self.input_size, self.input_size)
-    box = multi_scale_crop_box(width, height, self.input_size, self.scales, self.max_distort, rng)
+    box = multi_scale_crop_box(*images[0].size, self.input_size, self.scales, self.max_distort, rng)
     flip = self.flip and rng.random() < 0.5
     ops = self.randaugment.draw(rng, size) if self.randaugment else []
-    if rng.random() < self.jitter_p:
-      ops += self._jitter(rng)
-    if rng.random() < self.grayscale_p:
-      ops.append(lambda image: image.convert('L').convert('RGB'))
-    out = np.empty((len(frames), *size, 3), np.uint8)
-    for t, frame in enumerate(frames):
-      image = Image.fromarray(frame).resize(size, Image.BILINEAR, box=box)
+    color = self._color(rng)
+    if color is not None:
+      ops.append(color)
+    out = np.empty((len(images), *size, 3), np.uint8)
+    resized = {}  # a short video repeats frames: transform each distinct one once
+    for t, image in enumerate(images):
+      if id(image) in resized:
+        out[t] = out[resized[id(image)]]
+        continue
+      resized[id(image)] = t
+      # One PIL call crops and scales; a box of exactly the input size is a plain crop.
+      image = image.resize(size, Image.BILINEAR, box=box)
       if flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
       for op in ops:
         image = op(image)
-      out[t] = np.asarray(image)
+      # Grayscale comes out as L, as torchvision's (then three equal channels): the broadcast writes them.
+      out[t] = np.asarray(image)[..., None] if image.mode == 'L' else image
     return out
 
 

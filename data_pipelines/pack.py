@@ -123,7 +123,9 @@ def main(argv=None):
   parser.add_argument('--labels', required=True, help='label CSV with an id,name header')
   parser.add_argument('--out', required=True, help='new folder for the packed dataset')
   parser.add_argument('--root', help='folder the list paths are relative to')
-  parser.add_argument('--short_side', type=int, default=256)
+  parser.add_argument('--short_side', type=int, default=256,
+                      help='frame short side; 256 suits 224 input (input * 256 / 224): the crop takes up '
+                           'to the whole short side, and larger frames only cost decode time')
   parser.add_argument('--quality', type=int, default=90, help='JPEG quality')
   parser.add_argument('--workers', type=int, default=os.cpu_count())
   args = parser.parse_args(argv)

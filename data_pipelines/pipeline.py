@@ -20,12 +20,15 @@ batches and metrics count only real videos.
 
 Batches are dicts of numpy arrays:
 
-- training: `frames` uint8 `[B, T, S, S, 3]` (normalize on the device: `augment.normalize_on_device`),
-  `label` int32 `[B]`,
-  `video_id` int32 `[B]` (the record's line in the annotation file);
+- training: `frames` uint8 `[B, T, S, S, 3]`, `label` int32 `[B]`, `video_id` int32 `[B]` (the record's
+  line in the annotation file);
 - evaluation: `frames` uint8 `[B, V, T, S, S, 3]` with `V = num_clips * num_crops` views of each
   video (clip-major), `label`, `video_id` (-1 for padding) and `mask` bool `[B]`. Average the V views'
   scores per video, then over masked-in videos.
+
+Frames stay uint8 RGB, a quarter of the bytes of float32 to build, batch and copy to the devices; the
+model step normalizes them on the device with `augment.normalize(frames, dtype)` inside its jitted
+function.
 
 The iterator (`iter(dataset)`) is checkpointable: `get_state()` / `set_state()`, or
 `grain.checkpoint.CheckpointHandler` with Orbax. Bad videos are handled as `bad_videos` says.
@@ -58,7 +61,9 @@ class TrainClip(grain.transforms.RandomMap):
       if attempt:
         index = int(clip_rng.integers(len(self.source)))
       try:
-        frames = self.source.read(index, lambda n: self.sampler.train(n, clip_rng))
+        # JPEG sources hand the augmentation PIL images directly, skipping a numpy round trip.
+        read = getattr(self.source, 'read_images', self.source.read)
+        frames = read(index, lambda n: self.sampler.train(n, clip_rng))
       except BadVideoError as e:
         self.bad_videos.report(e)
         continue

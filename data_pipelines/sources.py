@@ -3,7 +3,9 @@
 Each source is a sequence of `VideoRecord`s (`len(src)`, `src[i]`) plus `src.read(i, pick)`, which
 returns the uint8 frames `pick(num_frames)` of video `i` as `[*indices.shape, H, W, 3]`. Reading is
 separate from indexing because the frame choice is random, and grain hands out the per-record rng only
-inside `random_map`: the pipeline samples there and passes the sampler as `pick`.
+inside `random_map`: the pipeline samples there and passes the sampler as `pick`. The JPEG sources also
+have `read_images`, the same frames as a flat list of RGB PIL images, which the training augmentation
+takes without a round trip through numpy.
 
 - `VideoFileSource`: raw mp4/avi/webm/mkv/mov files, decoded by `video_decode` with keyframe seeking
   and scaled in the decoder to `short_side`.
@@ -58,8 +60,8 @@ class VideoFileSource(_RecordList):
                          timeout_s=self.timeout_s, threads=self.threads)
 
 
-def decode_jpeg(data, short_side: int | None, name: str) -> np.ndarray:
-  """A JPEG (bytes or path) as uint8 `[H, W, 3]`, its short side scaled to `short_side` if given.
+def decode_jpeg(data, short_side: int | None, name: str) -> Image.Image:
+  """A JPEG (bytes or path) as an RGB PIL image, its short side scaled to `short_side` if given.
 
   `draft` lets libjpeg decode at 1/2, 1/4 or 1/8 scale when that is still at least the target size,
   which is most of the cost saved when frames are stored larger than they are used.
@@ -68,24 +70,50 @@ def decode_jpeg(data, short_side: int | None, name: str) -> np.ndarray:
     with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
       size = scaled_size(*image.size, short_side)
       image.draft('RGB', size)
-      image = image.convert('RGB')
-      if image.size != size:
-        image = image.resize(size, Image.BILINEAR)
-      return np.asarray(image)
+      image.load()
+      if image.mode != 'RGB':  # `convert` to the same mode would copy
+        image = image.convert('RGB')
+      return image if image.size == size else image.resize(size, Image.BILINEAR)
   except FileNotFoundError:
     raise BadVideoError(name, 'frame file not found') from None
   except (OSError, SyntaxError, ValueError) as e:  # what PIL raises for unreadable and truncated files
     raise BadVideoError(name, f'undecodable frame: {e}') from e
 
 
-def _each_frame_once(indices, load) -> np.ndarray:
-  """`load(i)` for each distinct index (short videos repeat frames), arranged as `indices`."""
-  indices = np.asarray(indices)
-  targets, where = np.unique(indices, return_inverse=True)
-  return np.stack([load(i) for i in targets.tolist()])[where.reshape(indices.shape)]
+def _each_frame_once(indices: np.ndarray, load) -> list:
+  """`load(i)` for every index, in order; a repeated index (short videos repeat frames) loads once."""
+  loaded = {}
+  for i in indices.reshape(-1).tolist():
+    if i not in loaded:
+      loaded[i] = load(i)
+  return [loaded[i] for i in indices.reshape(-1).tolist()]
 
 
-class FrameFolderSource(_RecordList):
+class _JpegFrames(_RecordList):
+  """A source of JPEG frames: `read` as the sources' uint8 array, or `read_images` as PIL images.
+
+  The augmentation works on PIL images, so the training pipeline takes `read_images` and skips the
+  round trip through one numpy array per clip (an allocation and two copies of every frame).
+  """
+
+  def read_images(self, index: int, pick) -> list[Image.Image]:
+    """The frames `pick(num_frames)` as RGB images, flattened in index order."""
+    return _each_frame_once(*self._load(index, pick))
+
+  def read(self, index: int, pick) -> np.ndarray:
+    indices, load = self._load(index, pick)
+    images = _each_frame_once(indices, load)
+    out = np.empty((len(images), images[0].height, images[0].width, 3), np.uint8)
+    for frame, image in zip(out, images):
+      frame[...] = image
+    return out.reshape(*indices.shape, *out.shape[1:])
+
+  def _load(self, index: int, pick):
+    """The indices `pick` chooses and a function loading frame i of video `index`."""
+    raise NotImplementedError
+
+
+class FrameFolderSource(_JpegFrames):
   """Folders of frame images; `num_frames=None` in a record counts the folder's files."""
 
   def __init__(self, records: list[VideoRecord], *, image_tmpl: str = 'img_{:05d}.jpg',
@@ -95,7 +123,7 @@ class FrameFolderSource(_RecordList):
     self.index_bias = index_bias
     self.short_side = short_side
 
-  def read(self, index: int, pick) -> np.ndarray:
+  def _load(self, index: int, pick):
     record = self.records[index]
     num_frames = record.num_frames
     if num_frames is None:
@@ -104,17 +132,16 @@ class FrameFolderSource(_RecordList):
       num_frames = len(os.listdir(record.path))
       if num_frames == 0:
         raise BadVideoError(record.path, 'frame folder is empty')
-    return _each_frame_once(
-        pick(num_frames), lambda i: decode_jpeg(
-            os.path.join(record.path, self.image_tmpl.format(i + self.index_bias)), self.short_side,
-            record.path))
+    return np.asarray(pick(num_frames)), lambda i: decode_jpeg(
+        os.path.join(record.path, self.image_tmpl.format(i + self.index_bias)), self.short_side,
+        record.path)
 
 
 PACKED_SPLIT = 'videos'
 PACKED_RECORDS = 'records.jsonl'
 
 
-class PackedSource(_RecordList):
+class PackedSource(_JpegFrames):
   """A packed dataset: `records.jsonl` lists its videos in example order, `tfds` reads the frames."""
 
   def __init__(self, data_dir: str, *, short_side: int | None = None):
@@ -131,10 +158,11 @@ class PackedSource(_RecordList):
       raise ValueError(f'{data_dir}: {len(self._examples)} packed frames but records.jsonl lists '
                        f'{self._first[-1]}')
 
-  def read(self, index: int, pick) -> np.ndarray:
+  def _load(self, index: int, pick):
     record, first = self.records[index], int(self._first[index])
-    return _each_frame_once(pick(record.num_frames), lambda i: decode_jpeg(
-        self._examples[first + i]['jpeg'], self.short_side, record.path))
+    # One read per frame: on local disk that costs less CPU than `__getitems__`'s parallel reader.
+    return np.asarray(pick(record.num_frames)), lambda i: decode_jpeg(
+        self._examples[first + i]['jpeg'], self.short_side, record.path)
 
 
 def _builder_dir(data_dir: str) -> str:

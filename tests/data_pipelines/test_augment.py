@@ -1,9 +1,10 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data_pipelines.augment import (CLIP_MEAN, CLIP_STD, EvalAugment, TrainAugment,
-                                    multi_scale_crop_box, normalize, normalize_on_device)
+from data_pipelines.augment import (CLIP_MEAN, CLIP_STD, ColorJitter, EvalAugment, TrainAugment,
+                                    multi_scale_crop_box, normalize)
 from data_pipelines.randaugment import _OPS, RandAugment
 
 
@@ -14,15 +15,20 @@ def clip(num_frames=4, height=48, width=64, seed=0):
 def test_normalize_is_clip_mean_std():
   frames = np.array([[[0, 128, 255]]], np.uint8)
   expected = (np.array([0, 128, 255]) / 255 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
-  np.testing.assert_allclose(normalize(frames)[0, 0], expected, rtol=1e-6)
-  assert normalize(frames).dtype == np.float32
+  np.testing.assert_allclose(np.asarray(normalize(frames))[0, 0], expected, rtol=1e-6)
+  assert normalize(frames).dtype == jnp.float32
+  assert normalize(frames, jnp.bfloat16).dtype == jnp.bfloat16
 
 
-def test_normalize_on_device_is_normalize():
-  frames = clip(2)
-  on_device = np.asarray(normalize_on_device(frames))
-  np.testing.assert_allclose(on_device, normalize(frames), rtol=1e-6, atol=1e-6)
-  assert normalize_on_device(frames, jnp.bfloat16).dtype == jnp.bfloat16
+def test_normalize_of_a_uint8_batch_is_the_host_float32_normalization():
+  # The batches used to carry frames normalized on the host in float32, like this; the jitted uint8 path
+  # must give the model the same input to float32 precision.
+  batch = clip(2 * 3, 16, 16).reshape(2, 3, 16, 16, 3)
+  host = batch.astype(np.float32) / np.float32(255)
+  host = (host - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+  on_device = np.asarray(jax.jit(normalize)(batch))
+  assert on_device.dtype == np.float32
+  np.testing.assert_allclose(on_device, host, rtol=1e-6, atol=1e-6)
 
 
 def test_multi_scale_crop_boxes_are_tsn_sizes_at_fixed_offsets():
@@ -101,10 +107,60 @@ def test_eval_center_crop_and_three_crops():
 
 def test_hue_rotation_keeps_grays_and_moves_colours():
   from PIL import Image
-  from data_pipelines.augment import _hue_matrix
   image = Image.fromarray(clip(1, 16, 16)[0])
   gray = image.convert('L').convert('RGB')
-  np.testing.assert_array_equal(np.asarray(image.convert('RGB', _hue_matrix(0.0))), np.asarray(image))
-  turned = np.asarray(gray.convert('RGB', _hue_matrix(0.1))).astype(int)
-  assert np.abs(turned - np.asarray(gray)).max() <= 1  # no chroma, nothing to rotate
-  assert np.abs(np.asarray(image.convert('RGB', _hue_matrix(0.1))).astype(int) - np.asarray(image)).mean() > 5
+  hue = lambda shift, img: np.asarray(ColorJitter(hue=shift, order=(3,))(img)).astype(int)
+  np.testing.assert_array_equal(hue(0.0, image), np.asarray(image))
+  assert np.abs(hue(0.1, gray) - np.asarray(gray)).max() <= 1  # no chroma, nothing to rotate
+  assert np.abs(hue(0.1, image) - np.asarray(image)).mean() > 5
+
+
+def test_color_jitter_is_the_torchvision_steps_fused():
+  # ColorJitter's one pass against the four steps one at a time (torchvision's PIL path: ImageEnhance,
+  # with hue as the YIQ rotation), on frames no step pushes out of [0, 255].
+  from PIL import Image, ImageEnhance
+  from data_pipelines.augment import _hue_matrix
+  rng = np.random.default_rng(0)
+  for seed in range(30):
+    image = Image.fromarray((clip(1, 24, 24, seed)[0] // 5 + 100).astype(np.uint8))  # values 100..151
+    factors = dict(brightness=rng.uniform(.6, 1.4), contrast=rng.uniform(.6, 1.4),
+                   saturation=rng.uniform(.8, 1.2), hue=rng.uniform(-.1, .1))
+    order = tuple(rng.permutation(4).tolist())
+    steps = [lambda im: ImageEnhance.Brightness(im).enhance(factors['brightness']),
+             lambda im: ImageEnhance.Contrast(im).enhance(factors['contrast']),
+             lambda im: ImageEnhance.Color(im).enhance(factors['saturation']),
+             lambda im: im.convert('RGB', tuple(np.concatenate(
+                 [_hue_matrix(factors['hue']), np.zeros((3, 1))], axis=1).reshape(-1).tolist()))]
+    expected = image
+    for step in order:
+      expected = steps[step](expected)
+    for gray, reference in ((False, expected), (True, expected.convert('L'))):
+      got = ColorJitter(**factors, order=order, gray=gray)(image)
+      assert got.mode == reference.mode
+      # ImageEnhance truncates after each of its three steps (half a level each on average) where the
+      # fused map rounds once, and its contrast grey is the mean of rounded luma; later gains can carry
+      # that to a few levels. Leaving any one step out fails this for many of the draws.
+      error = np.abs(np.asarray(got).astype(int) - np.asarray(reference).astype(int))
+      assert error.max() <= 6 and error.mean() < 2, (seed, order, error.max(), error.mean())
+
+
+def test_train_takes_pil_frames_as_it_takes_arrays():
+  from PIL import Image
+  augment = TrainAugment(input_size=32, randaugment=RandAugment(2, 9))
+  frames = clip(3)
+  images = [Image.fromarray(frame) for frame in frames]
+  for seed in range(10):
+    np.testing.assert_array_equal(augment(images, np.random.default_rng(seed)),
+                                  augment(frames, np.random.default_rng(seed)))
+
+
+def test_importing_the_package_pools_pillow_blocks_unless_configured():
+  import os
+  import subprocess
+  import sys
+  check = 'import data_pipelines; from PIL import Image; print(Image.core.get_blocks_max())'
+  env = {k: v for k, v in os.environ.items() if k != 'PILLOW_BLOCKS_MAX'}
+  for extra, expected in (({}, '32'), ({'PILLOW_BLOCKS_MAX': '3'}, '3')):
+    out = subprocess.run([sys.executable, '-c', check], env={**env, **extra}, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == expected

@@ -60,3 +60,13 @@ def test_broken_frame_folders_raise_bad_video_errors(frame_folders, tmp_path):
   assert error.value.path == str(folder)
   with pytest.raises(BadVideoError, match='frame file not found'):
     source.read(0, lambda n: [2])
+
+
+def test_jpeg_sources_read_images_as_read_does(frame_folders, packed_dir):
+  # Training takes `read_images` (PIL, no numpy round trip); it must be the frames `read` gives, and a
+  # frame a short video repeats is decoded once and handed out as the same image.
+  pick = lambda n: np.array([0, 2, 2, 5])
+  for source in (FrameFolderSource(frame_folders), PackedSource(packed_dir)):
+    images = source.read_images(1, pick)
+    assert [image.mode for image in images] == ['RGB'] * 4 and images[1] is images[2]
+    np.testing.assert_array_equal(np.stack([np.asarray(image) for image in images]), source.read(1, pick))
