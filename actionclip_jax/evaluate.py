@@ -61,25 +61,31 @@ def _normalize(x):
   return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def collect_scores(config, workdir: str, module, params, mesh, list_path: str, names: list[str], texts):
-  """Per-template class scores averaged over views [N, K, C] (or probs [N, C]), labels [N], for every video."""
+def video_representations(config, workdir: str, module, params, mesh, list_path: str, names: list[str]):
+  """For each eval batch: (pooled [B*V, D], tokens [B*V, T', D], labels [B], mask [B]), replicated on every
+  process, so each sees every video's scores; `mask` drops padding and bad videos."""
   _, data = inputs.eval_dataset(config, workdir, list_path, names)
-  k = len(config.network.templates) if config.network.templates else len(prompts.TEMPLATES)
   repr_fn = jax.jit(functools.partial(_video_repr, module), out_shardings=sharding.replicated(mesh))
   gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
-  all_scores, all_labels = [], []
   for batch in data:
     batch = global_batch(batch, mesh, sharding.BATCH_AXES)
     pooled, tokens = repr_fn(params, batch['frames'])
-    b, v = batch['frames'].shape[:2]
-    scores = _scores_from_repr(module, params, pooled, tokens, texts).reshape(b, v, k, -1)
     labels, mask = (np.asarray(x) for x in gather((batch['label'], batch['mask'])))
-    probs = np.asarray(jax.nn.softmax(100.0 * scores, axis=-1).mean(axis=(1, 2)))
-    all_scores.append((np.asarray(scores.mean(axis=1))[mask], probs[mask]))
+    yield pooled, tokens, labels, mask
+
+
+def collect_scores(config, workdir: str, module, params, mesh, list_path: str, names: list[str], texts):
+  """Per-template class scores averaged over views [N, K, C], probabilities [N, C] and labels [N], for every
+  video."""
+  k = len(config.network.templates) if config.network.templates else len(prompts.TEMPLATES)
+  per_template, probs, all_labels = [], [], []
+  for pooled, tokens, labels, mask in video_representations(config, workdir, module, params, mesh, list_path,
+                                                            names):
+    scores = _scores_from_repr(module, params, pooled, tokens, texts).reshape(len(labels), -1, k, len(names))
+    per_template.append(np.asarray(scores.mean(axis=1))[mask])
+    probs.append(np.asarray(jax.nn.softmax(100.0 * scores, axis=-1).mean(axis=(1, 2)))[mask])
     all_labels.append(labels[mask])
-  per_template = np.concatenate([s for s, _ in all_scores])
-  probs = np.concatenate([p for _, p in all_scores])
-  return per_template, probs, np.concatenate(all_labels)
+  return np.concatenate(per_template), np.concatenate(probs), np.concatenate(all_labels)
 
 
 def _scores_from_repr(module, params, pooled, tokens, texts):
@@ -187,15 +193,8 @@ def _pooled_features(config, workdir, module, params, mesh, list_path, names):
   few = config.copy_and_resolve_references()
   with few.unlocked():
     few.eval.num_clips, few.eval.num_crops, few.eval.max_videos = 1, 1, 0
-  _, data = inputs.eval_dataset(few, workdir, list_path, names)
-  repr_fn = jax.jit(functools.partial(_video_repr, module), out_shardings=sharding.replicated(mesh))
-  gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
-  feats, labels = [], []
-  for batch in data:
-    batch = global_batch(batch, mesh, sharding.BATCH_AXES)
-    pooled, _ = repr_fn(params, batch['frames'])
-    label, mask = (np.asarray(x) for x in gather((batch['label'], batch['mask'])))
+  feats, all_labels = [], []
+  for pooled, _, labels, mask in video_representations(few, workdir, module, params, mesh, list_path, names):
     feats.append(np.asarray(pooled, np.float32)[mask])
-    labels.append(label[mask])
-  return np.concatenate(feats), np.concatenate(labels)
-
+    all_labels.append(labels[mask])
+  return np.concatenate(feats), np.concatenate(all_labels)

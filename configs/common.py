@@ -111,6 +111,59 @@ def base() -> ml_collections.ConfigDict:
   return c
 
 
+DATASETS = {  # variant name -> (data.dataset, classes in its label list; 0 = not checked)
+    'k400': ('kinetics400', KINETICS400_CLASSES),
+    'k600': ('kinetics600', 0),
+    'hmdb51': ('hmdb51', 51),
+    'ucf101': ('ucf101', 101),
+    'any': ('any', 0),
+}
+
+
+def video_model(c: ml_collections.ConfigDict, arg) -> None:
+  """The paper's model: CLIP `arg.arch` on `arg.frames` frames of 224x224, the `Transf` prompt, and the global
+  cosine or (`arg.wti`) the weighted token-wise interaction."""
+  c.data.num_segments = arg.frames
+  c.data.input_size = 224
+  c.network.arch = arg.arch
+  c.network.sim_header = 'Transf'
+  c.network.interaction = 'wti' if arg.wti else 'global'
+
+
+def dataset(c: ml_collections.ConfigDict, name: str) -> None:
+  if name not in DATASETS:
+    raise ValueError(f'dataset={name!r}: not one of {", ".join(DATASETS)}')
+  c.data.dataset, c.data.num_classes = DATASETS[name]
+
+
+def finetune(arg, name: str) -> ml_collections.ConfigDict:
+  """Fine-tuning on a small dataset from a Kinetics-400 model (official `*_ft.yaml`): batch 32, no RandAugment,
+  lr 5e-6 (head x 10), 5 warm-up epochs then cosine over 50."""
+  c = base()
+  dataset(c, name)
+  video_model(c, arg)
+  c.data.batch_size = 32
+  c.data.randaug.N, c.data.randaug.M = 0, 0
+  c.solver.epochs = 50
+  c.solver.lr_warmup_step = 5
+  c.eval.name = f'{name}_val'
+  return finish(c, arg)
+
+
+def evaluation(arg) -> ml_collections.ConfigDict:
+  """An evaluation-only recipe (zero-shot, few-shot) of `arg.dataset`'s lists, 64 videos a batch."""
+  c = base()
+  dataset(c, arg.dataset)
+  video_model(c, arg)
+  c.data.randaug.N, c.data.randaug.M = 0, 0
+  c.eval.batch_size = 64
+  return c
+
+
+def finish(c: ml_collections.ConfigDict, arg) -> ml_collections.ConfigDict:
+  return runlocal(c) if arg.runlocal else c
+
+
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks any config to run a few steps on a laptop CPU (lists must still be given)."""
   c.network.arch = 'tiny'

@@ -17,35 +17,14 @@ No expected numbers are given here: the paper's few-shot table could not be chec
 """
 from configs import common
 
-DATASETS = {  # variant -> (data.dataset, classes in the label list; 0 = not checked)
-    'hmdb51': ('hmdb51', 51),
-    'ucf101': ('ucf101', 101),
-    'k400': ('kinetics400', common.KINETICS400_CLASSES),
-    'any': ('any', 0),
-}
 SHOTS = (2, 4, 8, 16)  # the paper's K; any K >= 1 is accepted
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, shots=16, dataset='hmdb51', arch='ViT-B/16', frames=8, wti=False, runlocal=False)
-  if arg.dataset not in DATASETS:
-    raise ValueError(f'dataset={arg.dataset!r}: not one of {", ".join(DATASETS)}')
   if arg.shots < 1:
     raise ValueError(f'shots={arg.shots}: K must be >= 1 (the paper uses {SHOTS})')
-  c = common.base()
-
-  c.data.dataset, c.data.num_classes = DATASETS[arg.dataset]
-  c.data.num_segments = arg.frames
-  c.data.input_size = 224
-  c.data.randaug.N, c.data.randaug.M = 0, 0
-
-  c.network.arch = arg.arch
-  c.network.sim_header = 'Transf'
-  c.network.interaction = 'wti' if arg.wti else 'global'
-
-  c.eval.batch_size = 64
+  c = common.evaluation(arg)
   c.eval.shots = arg.shots
   c.eval.name = f'few_shot_{arg.dataset}_{arg.shots}shot'
-  if arg.runlocal:
-    common.runlocal(c)
-  return c
+  return common.finish(c, arg)

@@ -19,29 +19,4 @@ from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, arch='ViT-B/16', frames=8, wti=False, runlocal=False)
-  c = common.base()
-
-  c.data.dataset = 'hmdb51'
-  c.data.num_classes = 51
-  c.data.num_segments = arg.frames
-  c.data.batch_size = 32
-  c.data.input_size = 224
-  c.data.randaug.N, c.data.randaug.M = 0, 0
-
-  c.network.arch = arg.arch
-  c.network.sim_header = 'Transf'
-  c.network.interaction = 'wti' if arg.wti else 'global'
-
-  c.solver.epochs = 50
-  c.solver.lr_warmup_step = 5
-  c.solver.lr = 5e-6
-  c.solver.weight_decay = 0.2
-  c.solver.ratio = 1.0
-  c.solver.f_ratio = 10.0
-  c.solver.clip_gradient = 20.0
-
-  c.eval.name = 'hmdb51_val'
-  if arg.runlocal:
-    common.runlocal(c)
-  return c
+  return common.finetune(common.parse_arg(arg, arch='ViT-B/16', frames=8, wti=False, runlocal=False), 'hmdb51')

@@ -26,17 +26,11 @@ def get_config(arg=None):
   arg = common.parse_arg(arg, arch='ViT-B/32', frames=8, wti=False, runlocal=False)
   c = common.base()
 
-  c.data.dataset = 'kinetics400'
-  c.data.num_classes = common.KINETICS400_CLASSES
-  c.data.num_segments = arg.frames
+  common.dataset(c, 'k400')
+  common.video_model(c, arg)
   c.data.batch_size = 128
-  c.data.input_size = 224
   c.data.randaug.N, c.data.randaug.M = 2, 9
   c.data.random_shift = True
-
-  c.network.arch = arg.arch
-  c.network.sim_header = 'Transf'
-  c.network.interaction = 'wti' if arg.wti else 'global'
 
   c.solver.type = 'cosine'
   c.solver.epochs = 50
@@ -50,6 +44,4 @@ def get_config(arg=None):
   c.solver.clip_gradient = 20.0
 
   c.eval.name = 'k400_val'
-  if arg.runlocal:
-    common.runlocal(c)
-  return c
+  return common.finish(c, arg)

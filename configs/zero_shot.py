@@ -19,37 +19,16 @@ No expected numbers are given here: the paper's zero-shot table could not be che
 """
 from configs import common
 
-DATASETS = {  # variant -> (data.dataset, classes in the label list; 0 = not checked)
-    'hmdb51': ('hmdb51', 51),
-    'ucf101': ('ucf101', 101),
-    'k600': ('kinetics600', 0),
-    'any': ('any', 0),
-}
 PROTOCOLS = ('full', 'half')
 
 
 def get_config(arg=None):
   arg = common.parse_arg(arg, dataset='hmdb51', protocol='full', arch='ViT-B/16', frames=8, wti=False,
                          runlocal=False)
-  if arg.dataset not in DATASETS:
-    raise ValueError(f'dataset={arg.dataset!r}: not one of {", ".join(DATASETS)}')
   if arg.protocol not in PROTOCOLS:
     raise ValueError(f'protocol={arg.protocol!r}: not one of {", ".join(PROTOCOLS)}')
-  c = common.base()
-
-  c.data.dataset, c.data.num_classes = DATASETS[arg.dataset]
-  c.data.num_segments = arg.frames
-  c.data.input_size = 224
-  c.data.randaug.N, c.data.randaug.M = 0, 0
-
-  c.network.arch = arg.arch
-  c.network.sim_header = 'Transf'
-  c.network.interaction = 'wti' if arg.wti else 'global'
-
-  c.eval.batch_size = 64
+  c = common.evaluation(arg)
   c.eval.protocol = arg.protocol
   c.eval.half_splits = 10
   c.eval.name = f'zero_shot_{arg.dataset}_{arg.protocol}'
-  if arg.runlocal:
-    common.runlocal(c)
-  return c
+  return common.finish(c, arg)
