@@ -35,14 +35,13 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def encode_texts(module: video.ActionCLIP, params, ids: np.ndarray):
   """(pooled [N, D], tokens [N, L', D], mask [N, L']) for every text, with L' the longest valid length."""
-  mask = np.asarray(interaction.text_token_mask(ids))
-  ids = ids[:, :int(mask.sum(1).max())]
+  ids, mask = interaction.truncate_text(ids, np.asarray(interaction.text_token_mask(ids)))
   apply = _encode_text_fn(module)
   padded = -len(ids) % TEXT_CHUNK
   chunks = np.concatenate([ids, np.zeros((padded, ids.shape[1]), ids.dtype)]).reshape(-1, TEXT_CHUNK, ids.shape[1])
   pooled, tokens = zip(*(apply(params, jnp.asarray(c)) for c in chunks))
   n = len(ids)
-  return (jnp.concatenate(pooled)[:n], jnp.concatenate(tokens)[:n], jnp.asarray(mask[:, :ids.shape[1]]))
+  return jnp.concatenate(pooled)[:n], jnp.concatenate(tokens)[:n], jnp.asarray(mask)
 
 
 @functools.cache

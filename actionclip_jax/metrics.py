@@ -92,8 +92,6 @@ class MetricWriter:
     self._jsonl.flush()
     self._add_tensorboard(step, {f'{prefix}/{k}' if prefix else k: v for k, v in record.items() if k != 'step'})
 
-  write_scalars = write
-
   def truncate_after(self, step: int):
     """Drops metrics.jsonl lines logged after `step` (the checkpoint being resumed), and any torn last line.
 

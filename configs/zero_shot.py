@@ -17,9 +17,8 @@ work dir, an official ActionCLIP `.pt`, or OpenAI/Hugging Face CLIP weights (the
 
 No expected numbers are given here: the paper's zero-shot table could not be checked against its text.
 """
+from actionclip_jax.config_checks import PROTOCOLS
 from configs import common
-
-PROTOCOLS = ('full', 'half')
 
 
 def get_config(arg=None):
