@@ -2,6 +2,7 @@
 
   python launch.py --config=configs/k400.py:arch=ViT-B/16,frames=8 --workdir=/tmp/k400 [--config.solver.lr=1e-5]
   python launch.py --config=configs/zero_shot.py:dataset=ucf101 --workdir=... --mode=zero_shot
+  python launch.py --config=configs/demo.py:pretrain --workdir=... --mode=pretrain   # CLIP on image-caption pairs
 
 The resolved config is written to WORKDIR/config.json before anything else, and checked (lists exist, batch
 divisible by the data-parallel size, ...) before anything compiles. Run the same command on every host of a
@@ -13,7 +14,7 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, with `:variant` args.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'zero_shot', 'few_shot'], 'What to run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'pretrain', 'eval', 'zero_shot', 'few_shot'], 'What to run.')
 # Multi-process without cluster auto-detection (SLURM, Open MPI, Cloud TPU and Kubernetes are detected by
 # `--config.distributed=True` alone): the same command on every process, each with its own --process_id.
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
@@ -43,6 +44,9 @@ def main(argv):
   logging.info('Running %s in %s on %d devices', _MODE.value, _WORKDIR.value, jax.device_count())
   if _MODE.value == 'train':
     results = train.train(config, _WORKDIR.value)
+  elif _MODE.value == 'pretrain':
+    from actionclip_jax import pretrain
+    results = pretrain.train(config, _WORKDIR.value)
   else:
     from actionclip_jax import evaluate
     results = evaluate.run(config, _WORKDIR.value, _MODE.value)

@@ -3,7 +3,8 @@
 `launch.py` calls `check(config, mode, jax.device_count(), jax.process_count())` right after writing the resolved
 config to the work dir. Unknown fields and wrong types never get this far: `config_flags` refuses them on a locked
 ConfigDict. What is left are values that are each well typed but cannot work together (a batch the mesh cannot
-split, more frames than the positional table has rows, a list file that is not there).
+split, more frames than the positional table has rows, a list file that is not there, a list line whose label the
+label CSV lacks, an `init_from` file that is no checkpoint or would run code to load).
 
 `resolve_mesh_shape` turns `config.mesh` (with one -1 filling the devices left) into concrete axis sizes; the
 trainer builds its mesh from the same function, so the check and the run agree.
@@ -13,9 +14,9 @@ from __future__ import annotations
 import math
 import os
 
-from actionclip_jax import clip, heads, video
+from actionclip_jax import clip, heads, pretrained, video
 
-MODES = ('train', 'eval', 'zero_shot', 'few_shot')
+MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot')
 SOURCES = ('video', 'frames', 'packed')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PROTOCOLS = ('full', 'half')
@@ -60,7 +61,7 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
 
   if mode not in MODES:
     add(f'mode={mode!r} is not one of {", ".join(MODES)}')
-  training = mode == 'train'
+  training = mode in ('train', 'pretrain')
 
   # Devices, mesh and batch sizes.
   if num_devices < 1 or process_count < 1 or num_devices % process_count:
@@ -126,18 +127,28 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   source = c.data.source
   if source not in SOURCES:
     add(f'data.source={source!r} is not one of {", ".join(SOURCES)}')
-  needed = {'data.train_list'} if mode in ('train', 'few_shot') else set()
+  names = None
+  if _check_file('data.label_list', c.data.label_list, required=mode != 'pretrain', mode=mode, add=add):
+    names = _check_labels(c, add)
+  needed = {'data.train_list'} if mode in ('train', 'pretrain', 'few_shot') else set()
   needed |= {'data.val_list'} if mode in ('eval', 'zero_shot', 'few_shot') else set()
   for name in ('data.train_list', 'data.val_list'):
+    path = _get(c, name)
     if source == 'packed':
-      _check_packed(name, _get(c, name), required=name in needed, mode=mode, add=add)
-    else:
-      _check_file(name, _get(c, name), required=name in needed, mode=mode, add=add)
-  if _check_file('data.label_list', c.data.label_list, required=True, mode=mode, add=add):
-    _check_labels(c, add)
+      _check_packed(name, path, required=name in needed, mode=mode, add=add)
+    elif (_check_file(name, path, required=name in needed, mode=mode, add=add) and names is not None
+          and not (mode == 'pretrain' and name == 'data.train_list')):  # image captions there: _check_pretrain
+      _check_video_list(name, path, names, c.data.root, add)
+  if mode == 'pretrain':
+    _check_pretrain(c, add)
   init_from = c.init_from
   if init_from and '://' not in init_from and not os.path.exists(init_from):
     add(f'init_from={init_from!r} does not exist')
+  elif os.path.isfile(init_from):
+    try:
+      pretrained.check_readable(init_from)  # reads no weights: a wrong or unsafe file fails here, not after compiling
+    except (pretrained.CheckpointError, ImportError) as err:
+      add(f'init_from: {err}')
 
   # Schedule (training only).
   if training:
@@ -194,6 +205,22 @@ def _positive_int(x) -> bool:
   return isinstance(x, int) and not isinstance(x, bool) and x > 0
 
 
+def _check_pretrain(c, add):
+  """mode=pretrain reads image-caption pairs (no labels, no videos) into a per-frame CLIP."""
+  if c.data.train_list and os.path.isfile(c.data.train_list):
+    from actionclip_jax.pretrain import read_captions  # a CSV read; that module imports this one
+    from data_pipelines.annotations import AnnotationError
+    try:
+      read_captions(c.data.train_list)
+    except (AnnotationError, OSError, UnicodeDecodeError) as err:
+      add(f'data.train_list (the image-caption CSV of mode=pretrain): {err}')
+  if c.network.joint or c.network.tsm:
+    add(f'network.joint={c.network.joint} and network.tsm={c.network.tsm}: mode=pretrain trains on single images, '
+        'which have no frames to join or shift')
+  if c.solver.grad_accum_steps != 1:
+    add(f'solver.grad_accum_steps={c.solver.grad_accum_steps}: mode=pretrain computes the whole batch at once (1)')
+
+
 def _check_file(name, path, *, required, mode, add) -> bool:
   """True when `path` is a file to read; adds a problem when it is required and missing, or given and absent."""
   if not path:
@@ -215,18 +242,32 @@ def _check_packed(name, path, *, required, mode, add):
     add(f'{name}={path!r} is not a packed dataset (no {PACKED_RECORDS} in it; data.source=packed)')
 
 
-def _check_labels(c, add):
+def _check_labels(c, add) -> list[str] | None:
+  """The class names, or None when the label CSV cannot be read (a problem is added)."""
   from data_pipelines.annotations import AnnotationError, read_label_csv  # plain csv reading, no heavy imports
   try:
     names = read_label_csv(c.data.label_list)
-  except (AnnotationError, OSError, UnicodeDecodeError) as err:
+  except (AnnotationError, OSError) as err:
     add(f'data.label_list: {err}')
-    return
+    return None
   if c.data.num_classes and len(names) != c.data.num_classes:
     add(f'data.label_list={c.data.label_list!r} has {len(names)} classes but data.num_classes={c.data.num_classes} '
         f'({c.data.dataset}); set --config.data.num_classes=0 to accept any count')
   if len(names) < 2:
     add(f'data.label_list={c.data.label_list!r} has {len(names)} classes: video-text matching needs at least 2')
+  return names
+
+
+def _check_video_list(name, path, names, root, add):
+  """Every line of a video list, against the label CSV: a bad line stops the run now, with its file:line."""
+  from data_pipelines.annotations import AnnotationError, read_video_list
+  try:
+    records = read_video_list(path, names, root=root or None)
+  except (AnnotationError, OSError) as err:
+    add(f'{name}: {err}')
+    return
+  if not records:
+    add(f'{name}={path!r} lists no videos')
 
 
 def _check_rules(rules, add):

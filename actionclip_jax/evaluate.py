@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 
 from actionclip_jax import fewshot, inputs, interaction, metrics, prompts
 from actionclip_jax import sharding, train, video
-from data_pipelines import augment
+from data_pipelines import augment, bad_videos
 from data_pipelines.pipeline import global_batch
 
 TEXT_CHUNK = 256  # texts encoded per call: bounds the text tower's activations
@@ -25,6 +25,8 @@ TEXT_CHUNK = 256  # texts encoded per call: bounds the text tower's activations
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
   """top-1, top-5 (top-k with k = min(5, classes)) and mean class accuracy, in percent."""
+  if not len(labels):
+    raise ValueError('accuracy of zero videos is undefined')
   k = min(5, probs.shape[1])
   top = np.argsort(-probs, axis=1)[:, :k]
   hit1 = top[:, 0] == labels
@@ -62,15 +64,21 @@ def _normalize(x):
 
 def video_representations(config, workdir: str, module, params, mesh, list_path: str, names: list[str]):
   """For each eval batch: (pooled [B*V, D], tokens [B*V, T', D], labels [B], mask [B]), replicated on every
-  process, so each sees every video's scores; `mask` drops padding and bad videos."""
-  _, data = inputs.eval_dataset(config, workdir, list_path, names)
+  process, so each sees every video's scores; `mask` drops padding and bad videos. Raises ValueError after the
+  last batch if no video could be read."""
+  src, data = inputs.eval_dataset(config, workdir, list_path, names)
   repr_fn = jax.jit(functools.partial(_video_repr, module), out_shardings=sharding.replicated(mesh))
   gather = jax.jit(lambda x: x, out_shardings=sharding.replicated(mesh))
+  videos = 0
   for batch in data:
     batch = global_batch(batch, mesh, sharding.BATCH_AXES)
     pooled, tokens = repr_fn(params, batch['frames'])
     labels, mask = (np.asarray(x) for x in gather((batch['label'], batch['mask'])))
+    videos += int(mask.sum())
     yield pooled, tokens, labels, mask
+  if not videos:
+    raise ValueError(f'Evaluation of {list_path}: 0 of its {len(src)} videos could be read, so there is nothing to '
+                     f'score; each bad video and why is in {os.path.join(workdir, bad_videos.FILENAME)}')
 
 
 def collect_scores(config, workdir: str, module, params, mesh, list_path: str, names: list[str], texts):

@@ -14,10 +14,7 @@ def label_names(data) -> list[str]:
 
 def records(data, list_path: str, names: list[str]) -> list[annotations.VideoRecord]:
   """A TSN list file (`path num_frames label`), or a `path,label_name` CSV for a plain folder of videos."""
-  root = data.root or None
-  if list_path.endswith('.csv'):
-    return annotations.read_plain_csv(list_path, names, root=root)
-  return annotations.read_list_file(list_path, len(names), root=root)
+  return annotations.read_video_list(list_path, names, root=data.root or None)
 
 
 def source(data, list_path: str, names: list[str]):

@@ -151,7 +151,7 @@ class MetricWriter:
     if not numbers_only:
       return
     if self._summary is None:
-      from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
+      SummaryWriter = _tensorboardx_writer()  # imported lazily: only process 0 needs it
       # A unique suffix: two writers opened within one second would otherwise share (and clobber) a file name.
       self._summary = SummaryWriter(self.tensorboard_dir, purge_step=self._purge_step, flush_secs=30,
                                     filename_suffix=f'.{os.getpid()}.{next(_writer_ids)}')
@@ -189,6 +189,24 @@ class MetricWriter:
   def __exit__(self, *exc):
     self.close()
     return False
+
+
+def _tensorboardx_writer():
+  """tensorboardX's SummaryWriter, imported without torch when torch is not loaded yet.
+
+  tensorboardX imports torch whenever it is installed, only to accept torch tensors; that costs ~2 s in every
+  process that writes metrics, and this module writes Python floats. A `None` in sys.modules makes that one import
+  fail as if torch were absent; it is removed again, so later imports of torch work as usual.
+  """
+  if 'torch' in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules['torch'] = None
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules['torch']
+  return SummaryWriter
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -6,6 +6,10 @@ Accepted inputs (the architecture is read off the tensor shapes, or off `config.
   * a Hugging Face CLIP directory: `config.json` + `model.safetensors` (numpy, no torch) or `pytorch_model.bin`;
   * an official ActionCLIP checkpoint: {'model_state_dict', 'fusion_model_state_dict', 'optimizer_state_dict',
     'epoch'}, whose CLIP part is OpenAI-layout (fp16) and whose fusion keys carry DataParallel's `module.`.
+
+A file is recognised by its first bytes before any parser sees it. One that is none of these, or whose pickle names
+anything beyond tensors and plain containers (unpickling it could run code), is refused with one line: the path,
+what the file looks like (kind, size, first bytes) and what is accepted. Torch's own messages are never passed on.
 """
 from __future__ import annotations
 
@@ -54,40 +58,129 @@ def _to_numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
-def _is_torchscript(path: str) -> bool:
-  if not zipfile.is_zipfile(path):
-    return False
-  with zipfile.ZipFile(path) as z:
-    return any(name.endswith('constants.pkl') for name in z.namelist())
+# Every kind of file `sniff` tells apart, as a message describes it; only the first four can be read.
+KINDS = {
+    'torchscript': 'a TorchScript archive',
+    'torch zip': 'a torch.save zip archive',
+    'pickle': "a pickle (torch.save's legacy format)",
+    'safetensors': 'a safetensors file',
+    'empty': 'an empty file',
+    'zip': 'a zip archive that is not a PyTorch file (no data.pkl)',
+    'damaged zip': 'the start of a zip archive without its directory (truncated or damaged)',
+    'unknown': 'not a zip, pickle, safetensors or TorchScript file',
+}
+READABLE = ('torchscript', 'torch zip', 'pickle', 'safetensors')
+_HEAD_BYTES = 16
 
 
-def read_torch_file(path: str) -> Any:
+@dataclasses.dataclass(frozen=True)
+class FileKind:
+  """What a file is by its first bytes (and a zip's member names), found without parsing its contents."""
+  name: str  # a key of KINDS
+  size: int
+  head: bytes
+
+  def __str__(self):
+    return f'{KINDS[self.name]}, {self.size} bytes, starting {self.head!r}'
+
+
+def sniff(path: str) -> FileKind:
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    head = f.read(_HEAD_BYTES)
+  return FileKind(_kind(path, head, size), size, head)
+
+
+def _kind(path: str, head: bytes, size: int) -> str:
+  if size == 0:
+    return 'empty'
+  if zipfile.is_zipfile(path):
+    try:
+      with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    except zipfile.BadZipFile:  # an end record that points at no valid directory
+      return 'damaged zip'
+    if any(name.endswith('constants.pkl') for name in names):  # only TorchScript archives have code constants
+      return 'torchscript'
+    return 'torch zip' if any(name.endswith('data.pkl') for name in names) else 'zip'
+  if head.startswith(b'PK\x03\x04'):
+    return 'damaged zip'
+  if len(head) > 1 and head[0] == pickle.PROTO[0] and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
+    return 'pickle'
+  # safetensors: a little-endian u64 header length, then that many bytes of JSON, which must begin with '{'.
+  if len(head) > 8 and head[8:9] == b'{' and 8 + int.from_bytes(head[:8], 'little') <= size:
+    return 'safetensors'
+  return 'unknown'
+
+
+def _unreadable(path: str, kind: FileKind, why: str = '') -> CheckpointError:
+  return CheckpointError(f'{path} is not a readable checkpoint: {kind}{why}. Accepted: {ACCEPTED}.')
+
+
+def _refused(path: str, kind: FileKind, names: list[str]) -> CheckpointError:
+  found = f'names {", ".join(sorted(names))}' if names else 'holds instructions beyond those of tensors and containers'
+  return CheckpointError(f'{path} is refused: {kind}, whose pickle {found}: unpickling it could run code, and a '
+                         f'checkpoint needs only tensors and plain containers. Accepted: {ACCEPTED}.')
+
+
+def _torch_failure(path: str, kind: FileKind, error: Exception) -> CheckpointError:
+  """Our message for torch's failure to read a file. Torch's own text is never shown: its weights_only refusals
+  advise loading the file unsafely, advice that must not come with an untrusted file."""
+  if isinstance(error, pickle.UnpicklingError):  # the safe unpickler met something other than weights
+    return _refused(path, kind, re.findall(r'GLOBAL ([\w.]+)', str(error)))
+  error_type = type(error).__name__ if type(error).__module__ == 'builtins' else (
+      f'{type(error).__module__}.{type(error).__name__}')  # struct.error, not a bare 'error'
+  return _unreadable(path, kind, f', which torch cannot read (truncated or damaged: {error_type})')
+
+
+def check_readable(path: str) -> FileKind:
+  """The file's kind; raises CheckpointError, reading no weights, for a file no loader here accepts and for a
+  torch.save archive whose pickle names anything beyond tensors and plain containers."""
+  kind = sniff(path)
+  if kind.name not in READABLE:
+    raise _unreadable(path, kind)
+  if kind.name == 'torch zip':
+    torch = _torch()
+    try:
+      unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # reads data.pkl's opcodes, runs none
+    except Exception as e:  # of any type, it means the pickle cannot be read; torch's text is not for the user
+      raise _torch_failure(path, kind, e) from None
+    if unsafe:
+      raise _refused(path, kind, unsafe)
+  return kind
+
+
+def read_torch_file(path: str, kind: FileKind) -> Any:
   """The object saved in a PyTorch file: a TorchScript archive's state dict, or what `torch.load` returns.
 
   Plain files load with `weights_only=True` (no arbitrary unpickling). TorchScript archives hold code that only
   `torch.jit.load` reads; it runs in the TorchScript interpreter, never as Python, and only its state dict is kept.
   """
   torch = _torch()
-  if _is_torchscript(path):
-    return _to_numpy(torch.jit.load(path, map_location='cpu').state_dict())
   try:
-    obj = torch.load(path, map_location='cpu', weights_only=True)
-  except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:  # foreign, truncated or unsafe files
-    raise CheckpointError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}). '
-                          f'Accepted: {ACCEPTED}.') from e
-  return obj
+    if kind.name != 'torchscript':
+      return torch.load(path, map_location='cpu', weights_only=True)
+    archive = torch.jit.load(path, map_location='cpu')
+  except Exception as e:  # torch raises many types for a bad file (UnpicklingError, EOFError, RuntimeError, ...)
+    raise _torch_failure(path, kind, e) from None
+  return _to_numpy(archive.state_dict())
 
 
-def read_safetensors(path: str) -> dict[str, np.ndarray]:
+def read_safetensors(path: str, kind: FileKind) -> dict[str, np.ndarray]:
+  from safetensors import SafetensorError
   from safetensors.numpy import load_file
-  return load_file(path)
+  try:
+    return load_file(path)
+  except SafetensorError as e:
+    raise _unreadable(path, kind, f', whose header or data cannot be read ({e})') from None
 
 
 def read_checkpoint(path: str) -> Any:
   """What a checkpoint file holds: a flat state dict, or a torch file's saved object (e.g. ActionCLIP's dict)."""
-  if path.endswith('.safetensors'):
-    return read_safetensors(path)
-  return read_torch_file(path)
+  kind = check_readable(path)
+  if kind.name == 'safetensors':
+    return read_safetensors(path, kind)
+  return read_torch_file(path, kind)
 
 
 def as_state_dict(obj: Any, path: str) -> dict[str, np.ndarray]:

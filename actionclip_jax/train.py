@@ -219,13 +219,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if memory is not None:
     logging.info('Compiled step memory per device: %s', _memory_summary(memory))
 
-  # --- Checkpoints: resume this run, else init_from, else from scratch ---
+  # --- Checkpoints: resume this run (its newest intact checkpoint), else init_from, else from scratch ---
   ckpt = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
   writer = metrics.MetricWriter(workdir, enabled=jax.process_index() == 0)
-  start = ckpt.latest_step()
-  if start is not None:
-    state = ckpt.restore(start, abstract_state, data_iterator)
-    writer.truncate_after(start)
+  restored = ckpt.restore_latest(abstract_state, data_iterator)
+  if restored is not None:
+    start, state = restored
     logging.info('Resumed %s at step %d', workdir, start)
   else:
     start = 0
@@ -234,6 +233,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state['params'] = init_from(config.init_from, state['params'])
       state['opt'] = jax.jit(tx.init, out_shardings=opt_sharding)(state['params'])
       logging.info('Initialized from %s', config.init_from)
+    logging.info('Started %s from step 0', workdir)
+  writer.truncate_after(start)  # drops what an earlier attempt logged after `start` (those steps run again)
 
   # --- Preemption: SIGTERM saves the current step, then the run exits ---
   preempted = []
@@ -267,22 +268,29 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write(step, {**{k: float(v) for k, v in stats.items()}, 'lr': float(lr_at(step)),
                             'clips_per_sec': clips_per_sec})
         progress.update(step, loss=float(stats['loss']), clips_per_sec=clips_per_sec)
-      if step % config.checkpoint_every_steps == 0 or is_last or any_preempted():
+      stop = any_preempted()
+      # Evaluated before this step's checkpoint: a checkpoint at step N means N's evaluation is recorded, so a run
+      # killed during an evaluation redoes it when resumed, from the previous checkpoint, which is complete before
+      # the evaluation starts. A preempted run saves at once, skipping that evaluation.
+      if not stop and config.data.val_list and ((config.eval.every_steps and step % config.eval.every_steps == 0)
+                                                or is_last):
+        ckpt.wait()
+        logging.info('Evaluating step %d on %s', step, config.data.val_list)
+        results = evaluate.evaluate_params(config, workdir, module, state['params'], mesh, names)
+        writer.write_eval(f'{config.eval.name}_step{step}', results)
+        ckpt.save_best(step, state, config_dict, results['top1'])
+      if step % config.checkpoint_every_steps == 0 or is_last or stop:
         save(step)
-      if preempted:
+      if stop:
         logging.warning('SIGTERM: saved step %d, exiting', step)
         break
-      if (config.eval.every_steps and step % config.eval.every_steps == 0) or is_last:
-        if config.data.val_list:
-          results = evaluate.evaluate_params(config, workdir, module, state['params'], mesh, names)
-          writer.write_eval(f'{config.eval.name}_step{step}', results)
-          ckpt.save_best(step, state, config_dict, results['top1'])
   finally:
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-    progress.close()
-    signal.signal(signal.SIGTERM, previous_handler)
+    try:
+      ckpt.close()  # waits for the writes in flight: the last checkpoint is complete, or its failure raised
+    finally:
+      writer.close()
+      progress.close()
+      signal.signal(signal.SIGTERM, previous_handler)
   return results
 
 

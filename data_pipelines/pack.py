@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 import tqdm
 from PIL import Image
 
-from data_pipelines.annotations import VideoRecord, read_label_csv, read_list_file, read_plain_csv
+from data_pipelines.annotations import AnnotationError, VideoRecord, read_label_csv, read_video_list
 from data_pipelines.bad_videos import BadVideoError, BadVideoLog
 from data_pipelines.sources import PACKED_RECORDS, PACKED_SPLIT
 from data_pipelines.video_decode import decode_frames
@@ -129,11 +129,10 @@ def main(argv=None):
   parser.add_argument('--quality', type=int, default=90, help='JPEG quality')
   parser.add_argument('--workers', type=int, default=os.cpu_count())
   args = parser.parse_args(argv)
-  names = read_label_csv(args.labels)
-  if args.list.endswith('.csv'):
-    records = read_plain_csv(args.list, names, args.root)
-  else:
-    records = read_list_file(args.list, len(names), args.root)
+  try:
+    records = read_video_list(args.list, read_label_csv(args.labels), args.root)
+  except AnnotationError as e:
+    raise SystemExit(str(e)) from None  # one line with file:line; nothing has been written
   packed = pack(records, args.out, short_side=args.short_side, quality=args.quality,
                 workers=args.workers)
   print(f'packed {len(packed)} of {len(records)} videos into {args.out}; '

@@ -1,31 +1,65 @@
-"""A tiny labelled video dataset, written with PyAV: for smoke runs, tests and the demo, without downloads.
+"""Synthetic labelled videos, written with PyAV: for smoke runs, tests and the demo, without downloads.
 
-Each class has its own colour and motion (a bright square moving in a class-specific direction), so a model
-can tell the classes apart from a few frames.
+Two generators:
+
+- `make_dataset`: a few classes, each with its own colour and motion (a bright square moving in a class-specific
+  direction), so a model can tell the classes apart from one frame; or, with `colour_per_class=False`, only by the
+  direction of motion. For smoke runs and the learning test.
+- `make_world` (`python -m data_pipelines.synthetic --out DIR [--seed S]`): the synthetic action world. A class is
+  an object (a coloured circle, square or triangle) and a verb (`moving left`, `rotating clockwise`, `growing`,
+  `appearing`, ...), named by a sentence ("a red circle moving left"), over varied textured backgrounds with pixel
+  noise and a static grey distractor shape; sizes, speeds, start positions, lengths and frame rates vary per video.
+
+The world's verbs come in pairs, each verb the time reverse of the other (left/right, up/down, clockwise/
+counter-clockwise, growing/shrinking, appearing/disappearing), and every video draws its random numbers the same way
+whatever its verb: only which attribute follows the clock differs. So a single frame carries no information about
+the verb. Within a pair this is exact, since reversing a video of one verb gives a video of the other with the same
+distribution; across pairs every frame's position, size and orientation have the same distribution too (a video's
+static attributes are drawn from the distribution its changing attribute sweeps), and only visibility tells the
+appear/disappear pair from the others. An order-blind model (meanP) can at best tell the pairs apart from the spread
+of its frames; telling a verb from its partner takes the order of the frames.
+
+Objects are two-tone, their front half (the side their orientation points to) darker, so a circle's rotation shows
+at 32 pixels, and a rotation's direction is never ambiguous: between two sampled frames of a clip the object turns
+well under half a turn.
 """
 from __future__ import annotations
 
+import argparse
+import csv
+import dataclasses
+import json
 import os
 
 import av
 import numpy as np
+from PIL import Image
 
 
-def _frames(label: int, num_classes: int, index: int, num_frames: int, width: int, height: int) -> np.ndarray:
+def _frames(label: int, num_classes: int, index: int, num_frames: int, width: int, height: int,
+            colour_per_class: bool = True) -> np.ndarray:
   rng = np.random.default_rng((label, index))
-  hue = np.array([np.cos(2 * np.pi * label / num_classes), np.sin(2 * np.pi * label / num_classes), 0.5])
-  base = (96 + 80 * hue).clip(0, 255)
+  colour_angle = 2 * np.pi * label / num_classes if colour_per_class else 0.0
+  base = (96 + 80 * np.array([np.cos(colour_angle), np.sin(colour_angle), 0.5])).clip(0, 255)
   angle = 2 * np.pi * label / num_classes
   out = np.empty((num_frames, height, width, 3), np.uint8)
   size = max(4, min(width, height) // 4)
-  x0, y0 = rng.integers(0, width - size), rng.integers(0, height - size)
+  # Up to 2 pixels a frame, along a path that stays inside the picture (a wrap-around would reverse the motion).
+  step = min(2.0, 0.75 * (min(width, height) - size) / max(1, num_frames - 1))
+  path_x, path_y = step * (num_frames - 1) * np.cos(angle), step * (num_frames - 1) * np.sin(angle)
+  x0 = rng.uniform(max(0, -path_x), min(width - size, width - size - path_x))
+  y0 = rng.uniform(max(0, -path_y), min(height - size, height - size - path_y))
   for t in range(num_frames):
     frame = np.broadcast_to(base, (height, width, 3)) + rng.normal(0, 6, (height, width, 3))
-    x = int(x0 + 2 * t * np.cos(angle)) % (width - size)
-    y = int(y0 + 2 * t * np.sin(angle)) % (height - size)
+    x = int(round(x0 + step * t * np.cos(angle)))
+    y = int(round(y0 + step * t * np.sin(angle)))
     frame[y:y + size, x:x + size] = 255 - base
     out[t] = frame.clip(0, 255)
   return out
+
+
+# FFmpeg's default MPEG-4 bit rate (200 kb/s) smears small objects by tens of levels; this keeps them within a few.
+_BIT_RATE = 2_000_000
 
 
 def write_video(path: str, frames: np.ndarray, fps: int = 25) -> None:
@@ -33,6 +67,7 @@ def write_video(path: str, frames: np.ndarray, fps: int = 25) -> None:
     stream = container.add_stream('mpeg4', rate=fps)
     stream.height, stream.width = frames.shape[1:3]
     stream.pix_fmt = 'yuv420p'
+    stream.bit_rate = _BIT_RATE
     for frame in frames:
       for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')):
         container.mux(packet)
@@ -41,14 +76,16 @@ def write_video(path: str, frames: np.ndarray, fps: int = 25) -> None:
 
 
 def make_dataset(root: str, class_names=('juggling balls', 'archery', 'abseiling'), train_per_class: int = 4,
-                 val_per_class: int = 2, num_frames: int = 16, width: int = 48, height: int = 40) -> dict[str, str]:
+                 val_per_class: int = 2, num_frames: int = 16, width: int = 48, height: int = 40,
+                 colour_per_class: bool = True) -> dict[str, str]:
   """Writes videos, `train.txt`/`val.txt` (`path num_frames label`, relative to root) and `labels.csv`.
 
+  Class k's square moves at angle 2 pi k / len(class_names) (0: rightwards; y grows downwards). With
+  `colour_per_class=False` every class has the same colours, so only the direction of motion tells them apart.
   Returns {'root', 'train_list', 'val_list', 'label_list'}.
   """
   os.makedirs(os.path.join(root, 'videos'), exist_ok=True)
-  with open(os.path.join(root, 'labels.csv'), 'w') as f:
-    f.write('id,name\n' + ''.join(f'{i},{name}\n' for i, name in enumerate(class_names)))
+  _write_labels(os.path.join(root, 'labels.csv'), class_names)
   lists = {}
   for split, per_class in (('train', train_per_class), ('val', val_per_class)):
     lines = []
@@ -56,10 +93,318 @@ def make_dataset(root: str, class_names=('juggling balls', 'archery', 'abseiling
       for i in range(per_class):
         name = f'videos/{split}_{label}_{i}.mp4'
         index = i if split == 'train' else 1000 + i
-        write_video(os.path.join(root, name), _frames(label, len(class_names), index, num_frames, width, height))
+        frames = _frames(label, len(class_names), index, num_frames, width, height, colour_per_class)
+        write_video(os.path.join(root, name), frames)
         lines.append(f'{name} {num_frames} {label}\n')
     lists[split] = os.path.join(root, f'{split}.txt')
     with open(lists[split], 'w') as f:
       f.writelines(lines)
   return {'root': root, 'train_list': lists['train'], 'val_list': lists['val'],
           'label_list': os.path.join(root, 'labels.csv')}
+
+
+def _write_labels(path: str, names) -> None:
+  with open(path, 'w') as f:
+    f.write('id,name\n' + ''.join(f'{i},{name}\n' for i, name in enumerate(names)))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The synthetic action world.
+
+SHAPES = ('circle', 'square', 'triangle')
+# Saturated colours at least 60 degrees of hue apart; backgrounds and distractors are near-grey.
+COLOURS = {'red': (215, 45, 40), 'green': (40, 175, 65), 'blue': (45, 85, 225), 'yellow': (235, 205, 35)}
+# Each pair: a change and its time reverse.
+VERB_PAIRS = (('moving left', 'moving right'), ('moving up', 'moving down'),
+              ('rotating clockwise', 'rotating counter-clockwise'), ('growing', 'shrinking'),
+              ('appearing', 'disappearing'))
+VERBS = tuple(verb for pair in VERB_PAIRS for verb in pair)
+OBJECTS = (('red', 'circle'), ('blue', 'square'), ('green', 'triangle'), ('yellow', 'circle'))
+FPS = (10, 12, 15, 24, 25, 30)  # container frame rates; the pipeline samples by frame index
+SPLITS = ('train', 'val', 'heldout_train', 'heldout')  # its position in the tuple seeds a split's videos
+
+# Verb -> (attribute that follows the clock, sign). `position` is (axis, sign): x grows rightwards, y downwards.
+_CHANGES = {
+    'moving left': ('x', -1), 'moving right': ('x', 1), 'moving up': ('y', -1), 'moving down': ('y', 1),
+    'rotating clockwise': ('angle', 1), 'rotating counter-clockwise': ('angle', -1),  # y down: +angle is clockwise
+    'growing': ('scale', 1), 'shrinking': ('scale', -1), 'appearing': ('alpha', 1), 'disappearing': ('alpha', -1)}
+_FADE = 0.15  # appear/disappear: the fade's length, as a fraction of the video
+_DARK_FRONT = 0.55  # how much darker the front half is
+_RADIUS = (0.1, 0.14)  # an object's middle radius, as a fraction of the picture
+
+
+def class_name(colour: str, shape: str, verb: str) -> str:
+  return f'a {colour} {shape} {verb}'
+
+
+def default_heldout(objects=OBJECTS) -> tuple[tuple[str, str, str], ...]:
+  """Object k never shows verb pair k (modulo the pairs but the last): a held-out class's object and verb each
+  appear in training with other partners, and telling the two held-out classes of an object apart takes the
+  verb, not the object."""
+  pairs = VERB_PAIRS[:-1]
+  return tuple((colour, shape, verb) for k, (colour, shape) in enumerate(objects) for verb in pairs[k % len(pairs)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  """One video's (or picture's) draw: everything but the verb. Lengths are in pixels, angles in radians."""
+  num_frames: int
+  fps: int
+  phase: float  # offsets the clock: a uniformly random frame sits at a uniform time in [-1/2, 1/2]
+  offset: tuple[float, float]  # static position, in units of `travel` from `centre`
+  travel: float  # distance a moving object covers over the video
+  centre: tuple[float, float]
+  radius: float  # at log-scale 0; the object spans radius * ratio ** [-1/2, 1/2] when it grows or shrinks
+  ratio: float
+  log_scale: float  # static, in [-1/2, 1/2]
+  angle: float  # static orientation (of the dark half)
+  turn: float  # total rotation over the video
+  switch: float  # appear/disappear: time of the half-faded frame
+  noise: float  # per-pixel noise std
+  background: np.ndarray  # float32 [H, W, 3], the distractor drawn in
+
+
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+  return rng.uniform(60, 190) + rng.normal(0, 12, 3)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+  """A near-grey texture: a gradient, stripes, a checkerboard or smooth blobs."""
+  y, x = np.mgrid[:size, :size].astype(np.float32) + 0.5
+  a, b = _muted_colour(rng), _muted_colour(rng)
+  kind = rng.integers(4)
+  direction = rng.uniform(0, 2 * np.pi)
+  along = x * np.cos(direction) + y * np.sin(direction)
+  if kind == 0:
+    mix = (along - along.min()) / (along.max() - along.min())
+  elif kind == 1:
+    mix = 0.5 + 0.5 * np.sin(2 * np.pi * along / rng.uniform(5, 12) + rng.uniform(0, 2 * np.pi))
+  elif kind == 2:
+    cell = rng.uniform(4, 10)
+    mix = ((np.floor(x / cell) + np.floor(y / cell)) % 2).astype(np.float32)
+  else:
+    coarse = np.stack([_muted_colour(rng) for _ in range(16)]).reshape(4, 4, 3).clip(0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), np.float32)
+  return (a + (b - a) * mix[..., None]).astype(np.float32)
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+  y, x = np.mgrid[:size, :size].astype(np.float32) + 0.5  # pixel centres
+  return x, y
+
+
+def _shape_distance(shape: str, x, y, radius, angle):
+  """Signed distance (pixels, negative inside) to a shape of circumradius ~1.1 * radius at (0, 0), rotated by
+  `angle`; x, y are broadcast against radius and angle."""
+  u = x * np.cos(angle) + y * np.sin(angle)  # coordinates in the shape's own frame
+  v = -x * np.sin(angle) + y * np.cos(angle)
+  if shape == 'circle':
+    return np.hypot(u, v) - 0.9 * radius
+  if shape == 'square':
+    return np.maximum(np.abs(u), np.abs(v)) - 0.78 * radius
+  if shape == 'triangle':  # a vertex along the shape's +u axis; edge normals point away from the vertices
+    normals = [(np.cos(a), np.sin(a)) for a in (np.pi, np.pi / 3, -np.pi / 3)]
+    return np.max([u * nu + v * nv for nu, nv in normals], axis=0) - 0.55 * radius
+  raise ValueError(f'Unknown shape {shape!r}; known: {", ".join(SHAPES)}')
+
+
+def _coverage(distance):
+  return np.clip(0.5 - distance, 0.0, 1.0)  # one-pixel anti-aliased edge
+
+
+def _draw_object(frames, shape: str, colour, cx, cy, radius, angle, alpha, two_tone: bool = True) -> None:
+  """Draws in place on float frames [N, S, S, 3]; every object argument is [N]. With `two_tone`, the half of the
+  object that `angle` points to is darker."""
+  x, y = _grid(frames.shape[1])
+  cx, cy, radius, angle, alpha = (np.asarray(v, np.float32)[:, None, None] for v in (cx, cy, radius, angle, alpha))
+  dx, dy = x - cx, y - cy
+  body = _coverage(_shape_distance(shape, dx, dy, radius, angle)) * alpha
+  colour = np.asarray(colour, np.float32)
+  if two_tone:
+    front = _coverage(-(dx * np.cos(angle) + dy * np.sin(angle)))  # 1 on the front side of the line through the centre
+    colour = colour * (1 - _DARK_FRONT * front[..., None])
+  frames += body[..., None] * (colour - frames)
+
+
+def draw_scene(rng: np.random.Generator, size: int, frames: tuple[int, int] = (16, 32)) -> Scene:
+  """Everything random about a video but its object and verb; every verb draws it the same way."""
+  num_frames = int(rng.integers(frames[0], frames[1] + 1))
+  fps = int(rng.choice(FPS))
+  phase = rng.uniform()
+  offset = tuple(rng.uniform(-0.5, 0.5, 2))
+  travel = rng.uniform(0.35, 0.5) * size
+  radius = rng.uniform(_RADIUS[0], _RADIUS[1]) * size
+  ratio = rng.uniform(1.6, 2.0)
+  log_scale = rng.uniform(-0.5, 0.5)
+  angle = rng.uniform(0, 2 * np.pi)
+  turn = rng.uniform(0.5, 0.8) * 2 * np.pi
+  switch = rng.uniform(-0.25, 0.25)
+  noise = rng.uniform(2, 7)
+  # Room for the largest the object gets, anywhere on its path.
+  margin = travel / 2 + 1.1 * radius * np.sqrt(ratio) + 1
+  centre = tuple(rng.uniform(margin, size - margin, 2))
+  background = _background(rng, size)
+  distractor = np.asarray(background[None], np.float32)
+  grey = rng.choice([rng.uniform(15, 45), rng.uniform(210, 245)])
+  d_radius = rng.uniform(0.07, 0.13) * size
+  d_x, d_y = rng.uniform(d_radius, size - d_radius, 2)
+  d_shape = SHAPES[rng.integers(len(SHAPES))]
+  _draw_object(distractor, d_shape, (grey,) * 3, [d_x], [d_y], [d_radius], [rng.uniform(0, 2 * np.pi)], [1.0],
+               two_tone=False)
+  return Scene(num_frames, fps, phase, offset, travel, centre, radius, ratio, log_scale, angle, turn, switch, noise,
+               distractor[0])
+
+
+def object_states(scene: Scene, verb: str) -> dict[str, np.ndarray]:
+  """Per-frame x, y, radius, angle and alpha [N] of the object of `scene` doing `verb`."""
+  if verb not in _CHANGES:
+    raise ValueError(f'Unknown verb {verb!r}; known: {", ".join(VERBS)}')
+  n = scene.num_frames
+  clock = (np.arange(n) + scene.phase) / n - 0.5
+  change, sign = _CHANGES[verb]
+  state = {'x': np.full(n, scene.offset[0]), 'y': np.full(n, scene.offset[1]), 'scale': np.full(n, scene.log_scale),
+           'angle': np.full(n, scene.angle), 'alpha': np.ones(n)}
+  if change == 'angle':
+    state['angle'] = scene.angle + sign * scene.turn * clock
+  elif change == 'alpha':
+    state['alpha'] = np.clip((sign * clock - scene.switch) / _FADE + 0.5, 0, 1)
+  else:
+    state[change] = sign * clock
+  return {'x': scene.centre[0] + scene.travel * state['x'], 'y': scene.centre[1] + scene.travel * state['y'],
+          'radius': scene.radius * scene.ratio ** state['scale'], 'angle': state['angle'], 'alpha': state['alpha']}
+
+
+def render(scene: Scene, colour: str, shape: str, verb: str, rng: np.random.Generator) -> np.ndarray:
+  """uint8 [N, S, S, 3]: the scene's background, the object doing `verb`, fresh pixel noise in every frame."""
+  size = scene.background.shape[0]
+  frames = scene.background + rng.normal(0, scene.noise, (scene.num_frames, size, size, 3)).astype(np.float32)
+  s = object_states(scene, verb)
+  _draw_object(frames, shape, COLOURS[colour], s['x'], s['y'], s['radius'], s['angle'], s['alpha'])
+  return np.rint(frames).clip(0, 255).astype(np.uint8)
+
+
+def _where(x: float, y: float, size: int) -> str:
+  """'at the top left', 'on the right', 'in the centre', ...: the thirds of the picture."""
+  row = ('top', '', 'bottom')[min(2, int(3 * y / size))]
+  column = ('left', '', 'right')[min(2, int(3 * x / size))]
+  if row and column:
+    return f'at the {row} {column}'
+  if row:
+    return f'at the {row}'
+  return f'on the {column}' if column else 'in the centre'
+
+
+def _pointing(angle: float) -> str:
+  """The side the dark half faces: 'right', 'down', 'left' or 'up' (y grows downwards)."""
+  return ('right', 'down', 'left', 'up')[int(np.round(angle / (np.pi / 2))) % 4]
+
+
+def caption(colour: str, shape: str, x: float, y: float, radius: float, angle: float, size: int) -> str:
+  """'a small red circle pointing up at the top left': every attribute of one frame that a verb changes."""
+  big = 'large' if radius >= np.mean(_RADIUS) * size else 'small'
+  return f'a {big} {colour} {shape} pointing {_pointing(angle)} {_where(x, y, size)}'
+
+
+def _caption_picture(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
+  """One frame of a random object at a random place (anywhere in the picture), and its caption."""
+  colour = list(COLOURS)[rng.integers(len(COLOURS))]
+  shape = SHAPES[rng.integers(len(SHAPES))]
+  scene = draw_scene(rng, size)
+  radius = scene.radius * scene.ratio ** scene.log_scale
+  x, y = rng.uniform(1.1 * radius + 1, size - 1.1 * radius - 1, 2)
+  frame = scene.background + rng.normal(0, scene.noise, (1, size, size, 3)).astype(np.float32)
+  _draw_object(frame, shape, COLOURS[colour], [x], [y], [radius], [scene.angle], [1.0])
+  return np.rint(frame[0]).clip(0, 255).astype(np.uint8), caption(colour, shape, x, y, radius, scene.angle, size)
+
+
+def _video_rng(seed: int, split: str, class_index: int, i: int) -> np.random.Generator:
+  return np.random.default_rng([seed, SPLITS.index(split), class_index, i])
+
+
+def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout=None, train_per_class: int = 12,
+               val_per_class: int = 4, heldout_per_class: int = 6, heldout_train_per_class: int = 4,
+               size: int = 32, frames: tuple[int, int] = (16, 32), pretrain_images: int = 2000) -> dict[str, str]:
+  """Writes the synthetic action world into `out`, deterministically from `seed`; returns its files' paths.
+
+  Classes are every (colour, shape) of `objects` with every verb of `verbs`; those of `heldout` ((colour, shape,
+  verb) triples, default `default_heldout(objects)` restricted to `verbs`) are held out for zero-shot. Files:
+  `labels.csv` (seen classes, `id,name`), `train.txt` / `val.txt` (TSN lines `path num_frames label`, paths
+  relative to `out`, different videos of the seen classes), `heldout_labels.csv`, `heldout.txt` (videos of the
+  held-out classes, labels index heldout_labels.csv), `heldout_train.txt` (other videos of those classes, for
+  few-shot training), `pretrain/captions.csv` (`path,caption`, paths relative to `out/pretrain`: single pictures
+  whose captions name the object's colour, shape and position) and `world.json` (`classes`: per class its id,
+  name, shape, colour, verb and split `seen|heldout`, and the arguments). Videos are `size` pixels square,
+  `frames[0]..frames[1]` frames long.
+  """
+  unknown = sorted(set(verbs) - set(VERBS)) + sorted({c for c, _ in objects} - set(COLOURS))
+  unknown += sorted({s for _, s in objects} - set(SHAPES))
+  if unknown:
+    raise ValueError(f'Unknown verbs, colours or shapes: {unknown}')
+  if heldout is None:
+    heldout = [combo for combo in default_heldout(objects) if combo[2] in verbs]
+  combos = [(colour, shape, verb) for colour, shape in objects for verb in verbs]
+  heldout = [tuple(combo) for combo in heldout]
+  missing = sorted(set(heldout) - set(combos))
+  if missing:
+    raise ValueError(f'Held-out classes not among the objects x verbs: {missing}')
+  seen = [combo for combo in combos if combo not in heldout]
+  heldout = [combo for combo in combos if combo in heldout]  # in class order
+
+  paths = {'root': out, 'label_list': os.path.join(out, 'labels.csv'),
+           'heldout_label_list': os.path.join(out, 'heldout_labels.csv'),
+           'captions': os.path.join(out, 'pretrain', 'captions.csv'), 'world': os.path.join(out, 'world.json')}
+  os.makedirs(out, exist_ok=True)
+  _write_labels(paths['label_list'], [class_name(*c) for c in seen])
+  _write_labels(paths['heldout_label_list'], [class_name(*c) for c in heldout])
+  for split, classes, per_class, key in (('train', seen, train_per_class, 'train_list'),
+                                         ('val', seen, val_per_class, 'val_list'),
+                                         ('heldout_train', heldout, heldout_train_per_class, 'heldout_train_list'),
+                                         ('heldout', heldout, heldout_per_class, 'heldout_list')):
+    paths[key] = os.path.join(out, f'{split}.txt')
+    lines = []
+    for label, combo in enumerate(classes):
+      for i in range(per_class):
+        rng = _video_rng(seed, split, combos.index(combo), i)
+        scene = draw_scene(rng, size, frames)
+        name = f'videos/{split}/{class_name(*combo).replace(" ", "_")}_{i:03d}.mp4'
+        os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
+        write_video(os.path.join(out, name), render(scene, *combo, rng), fps=scene.fps)
+        lines.append(f'{name} {scene.num_frames} {label}\n')
+    with open(paths[key], 'w') as f:
+      f.writelines(lines)
+
+  _write_captions(os.path.dirname(paths['captions']), seed, size, pretrain_images)
+  classes = [{'id': label, 'name': class_name(*combo), 'shape': combo[1], 'colour': combo[0], 'verb': combo[2],
+              'split': split}
+             for split, members in (('seen', seen), ('heldout', heldout)) for label, combo in enumerate(members)]
+  world = {'seed': seed, 'size': size, 'frames': list(frames), 'verb_pairs': [list(p) for p in VERB_PAIRS],
+           'classes': classes}
+  with open(paths['world'], 'w') as f:
+    json.dump(world, f, indent=2)
+  return paths
+
+
+def _write_captions(folder: str, seed: int, size: int, count: int) -> None:
+  os.makedirs(os.path.join(folder, 'images'), exist_ok=True)
+  rng = np.random.default_rng([seed, len(SPLITS)])
+  with open(os.path.join(folder, 'captions.csv'), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(('path', 'caption'))
+    for i in range(count):
+      picture, caption = _caption_picture(rng, size)
+      name = f'images/{i:05d}.png'
+      Image.fromarray(picture).save(os.path.join(folder, name))
+      writer.writerow((name, caption))
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description='Writes the synthetic action world (videos, lists, captions).')
+  parser.add_argument('--out', required=True, help='Output directory.')
+  parser.add_argument('--seed', type=int, default=0)
+  args = parser.parse_args(argv)
+  paths = make_world(args.out, args.seed)
+  print(json.dumps(paths, indent=2))
+
+
+if __name__ == '__main__':
+  main()

@@ -14,8 +14,8 @@ they are kept. Frame numbers come from presentation timestamps, so B-frame reord
 packet sizes do not shift them.
 
 Everything that can go wrong with a file becomes a `BadVideoError` naming it: missing, empty,
-unreadable container, no video stream, decode errors, fewer frames than expected, and a decode taking
-longer than `timeout_s` (also passed to FFmpeg's I/O so a stalled read is interrupted).
+unreadable container, no video stream, a stream without frames, decode errors, fewer frames than expected,
+and a decode taking longer than `timeout_s` (also passed to FFmpeg's I/O so a stalled read is interrupted).
 """
 import os
 import time
@@ -117,7 +117,14 @@ def _decode_targets(path, container, stream, targets, num_frames, exact, size, d
     return round((timestamp - start) * frames_per_tick)
 
   def decode_from(index):
-    container.seek(start + int(index / frames_per_tick), stream=stream, backward=True)
+    try:
+      container.seek(start + int(index / frames_per_tick), stream=stream, backward=True)
+    except av.FFmpegError:
+      # A stream without frames fails the seek with an error that does not say so (EPERM from an AVI whose header
+      # promises frames its file lacks): name the real reason when it is that one.
+      if not any(packet.size for packet in container.demux(stream)):
+        raise BadVideoError(path, 'the video stream holds no frames') from None
+      raise
     for packet in container.demux(stream):
       # A frame before the wanted one matters only if later frames reference it.
       early = packet.pts is not None and index_of(packet.pts) < target

@@ -2,6 +2,7 @@
 import os
 import sys
 
+import pytest
 from absl import flags
 
 # grain's multi-worker loader reads absl flags; pytest never parses them.
@@ -9,3 +10,13 @@ flags.FLAGS.mark_as_parsed()
 
 # The PyTorch reference models (torch_*.py) beside the tests are plain modules the tests import.
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(scope='session')
+def xla_cache(tmp_path_factory) -> str:
+  """One persistent XLA compilation cache for every launch.py subprocess of the session: the tiny configs compile
+  once, not once per test file. pytest-xdist workers' base temps are siblings, so they share its parent."""
+  base = tmp_path_factory.getbasetemp()
+  path = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'xla_cache'
+  path.mkdir(exist_ok=True)
+  return str(path)

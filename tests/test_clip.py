@@ -8,6 +8,7 @@ import torch
 
 import torch_clip
 from actionclip_jax import clip
+from tolerance import assert_trees_close, rounding
 
 OPENAI_PRESETS = ['ViT-B/32', 'ViT-B/16', 'ViT-L/14', 'ViT-L/14@336']
 
@@ -82,9 +83,11 @@ def test_remat_changes_nothing_but_memory(tiny):
   grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
   plain = grad(params, config)
   remat = grad(params, config.replace(remat=True))
-  np.testing.assert_allclose(plain[0], remat[0], rtol=1e-6)
-  for a, b in zip(jax.tree_util.tree_leaves(plain[1]), jax.tree_util.tree_leaves(remat[1])):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # Recomputed activations may fuse differently: rounding of one forward and backward pass of the tiny towers (64
+  # channels, up to 17 tokens, 2 samples, 2 blocks), against a skipped or stale recomputation that changes O(1)%.
+  terms = 64 * 17 * 2 * 2
+  np.testing.assert_allclose(plain[0], remat[0], atol=rounding(terms, plain[0]), rtol=0)
+  assert_trees_close(remat[1], plain[1], terms)
 
 
 def test_text_tokens_pool_at_the_end_token(tiny):
@@ -92,12 +95,12 @@ def test_text_tokens_pool_at_the_end_token(tiny):
   pooled, tokens = clip.CLIP(config).apply({'params': params}, ids, return_tokens=True,
                                           method=clip.CLIP.encode_text)
   assert tokens.shape == (*ids.shape, config.embed_dim)
-  np.testing.assert_allclose(pooled, tokens[jnp.arange(2), jnp.argmax(ids, -1)], atol=1e-6)
+  np.testing.assert_allclose(pooled, tokens[jnp.arange(2), jnp.argmax(ids, -1)], atol=rounding(64, tokens))
   # Causal: a token's features do not depend on what follows it.
   changed = ids.at[:, -1].set(7)
   _, tokens2 = clip.CLIP(config).apply({'params': params}, changed, return_tokens=True,
                                       method=clip.CLIP.encode_text)
-  np.testing.assert_allclose(tokens[:, :-1], tokens2[:, :-1], atol=1e-6)
+  np.testing.assert_allclose(tokens[:, :-1], tokens2[:, :-1], atol=rounding(64 + 16, tokens))  # width, context
 
 
 def test_text_longer_than_context_is_refused(tiny):
@@ -174,7 +177,7 @@ def test_dropouts_act_only_in_training():
   plain = jax.jit(clip.CLIP(config.replace(drop_path=0.0, emb_dropout=0.0)).apply)({'params': params}, frames, ids)
   evaluation = apply(jax.random.key(2), True)
   for a, b in zip(plain[:2], evaluation[:2]):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, b, atol=rounding(64 + 17, a))  # the same forward, compiled apart
   train_a, train_b = apply(jax.random.key(2), False), apply(jax.random.key(3), False)
   for a, b, c in zip(train_a[:2], train_b[:2], plain[:2]):
     assert np.isfinite(a).all()

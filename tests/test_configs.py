@@ -24,10 +24,13 @@ VARIANTS = {
     'zero_shot': ['', 'dataset=ucf101', 'dataset=k600', 'dataset=any', 'protocol=half',
                   'dataset=ucf101,protocol=half,wti'],
     'few_shot': ['shots=2', 'shots=4', 'shots=8', 'shots=16', 'dataset=ucf101', 'dataset=k400', 'dataset=any,wti'],
+    'demo': ['pretrain', 'transf', 'meanp', 'transf_wti'],
 }
-MODE = {'k400': 'train', 'hmdb51': 'train', 'ucf101': 'train', 'zero_shot': 'zero_shot', 'few_shot': 'few_shot'}
+MODE = {'k400': 'train', 'hmdb51': 'train', 'ucf101': 'train', 'zero_shot': 'zero_shot', 'few_shot': 'few_shot',
+        'demo': 'train'}
+SMOKE = {'demo': 'quick'}  # the variant that shrinks a config to a CPU smoke run, where it is not `runlocal`
 CASES = [(name, arg) for name, args in VARIANTS.items()
-         for arg in args + [','.join(filter(None, [args[-1], 'runlocal']))]]
+         for arg in args + [','.join(filter(None, [args[-1], SMOKE.get(name, 'runlocal')]))]]
 
 
 def _load(name):
@@ -81,7 +84,7 @@ def test_variant_builds_a_valid_model_and_passes_check(name, arg, tmp_path):
   assert set(c.to_dict()) == set(base.to_dict())
   for section in ('data', 'network', 'solver', 'mesh', 'eval'):
     assert set(c[section].to_dict()) == set(base[section].to_dict()), section
-  if 'runlocal' in arg:
+  if SMOKE.get(name, 'runlocal') in arg:
     assert c.network.arch == 'tiny' and c.data.batch_size <= 8 and c.solver.total_steps > 0
   write_files(tmp_path, c)
   config_checks.check(c, MODE[name], num_devices=1, process_count=1)

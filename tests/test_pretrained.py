@@ -7,6 +7,7 @@ is an order above that and far below what any wrong weight, transpose or mask pr
 """
 import json
 import pickle
+import traceback
 import zipfile
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 import transformers
 
 import torch_clip
+from untrusted import CreatesFileOnLoad
 from actionclip_jax import CheckpointError, export_openai, load_pretrained, pretrained
 
 TOL = 1e-5
@@ -59,8 +61,10 @@ def assert_parity(loaded, model, arch, normalized=False):
     got_txt = got_txt / np.linalg.norm(got_txt, axis=-1, keepdims=True)
   np.testing.assert_allclose(got_img, want_img, atol=TOL, rtol=0)
   np.testing.assert_allclose(got_txt, want_txt, atol=TOL, rtol=0)
-  # Logits are scaled by exp(logit_scale) = 1/0.07; relative 1e-5 is the same precision.
-  np.testing.assert_allclose(np.asarray(loaded.logits(images, ids)), want_logits, atol=0, rtol=TOL * 10)
+  # Logits are cosines scaled by exp(logit_scale) = 1/0.07: the same 1e-5 bar on the cosines, scaled alike (a
+  # relative bar would fail on any logit near zero).
+  scale = float(np.exp(loaded.params['logit_scale']))
+  np.testing.assert_allclose(np.asarray(loaded.logits(images, ids)), want_logits, atol=TOL * scale, rtol=0)
 
 
 def openai_model(arch, seed=0):
@@ -102,7 +106,7 @@ def test_openai_torchscript_archive_parity(tmp_path, name):
         p.data = p.data.half()
   path = tmp_path / 'ViT-tiny.pt'
   torch.jit.save(traced, str(path))
-  assert pretrained._is_torchscript(str(path))
+  assert pretrained.sniff(str(path)).name == 'torchscript'
   loaded = load_pretrained(path)
   # The reference is the archive's weights upcast to float32, which is what loading promises.
   reference = openai_model(arch)
@@ -226,21 +230,11 @@ def test_inconsistent_metadata_is_an_error(tmp_path, good_state_dict):
     save_and_load(tmp_path / 'meta.pt', sd)
 
 
-def test_foreign_files_say_what_is_accepted(tmp_path):
-  text = tmp_path / 'notes.pt'
-  text.write_text('not a checkpoint')
-  with pytest.raises(CheckpointError, match='Accepted: an OpenAI CLIP TorchScript archive'):
-    load_pretrained(text)
-  # A pickle that would run code on load is refused by weights_only=True, never executed.
-  evil = tmp_path / 'evil.pt'
-  with open(evil, 'wb') as f:
-    pickle.dump(ExecutesOnLoad(), f)
-  with pytest.raises(CheckpointError, match='not a readable PyTorch checkpoint'):
-    load_pretrained(evil)
+def test_foreign_checkpoints_say_what_they_hold(tmp_path):
   archive = tmp_path / 'random.zip'
   with zipfile.ZipFile(archive, 'w') as z:
     z.writestr('hello.txt', 'hi')
-  with pytest.raises(CheckpointError, match='not a readable PyTorch checkpoint'):
+  with pytest.raises(CheckpointError, match='a zip archive that is not a PyTorch file'):
     load_pretrained(archive)
   not_dict = tmp_path / 'list.pt'
   torch.save([torch.zeros(2)], not_dict)
@@ -254,6 +248,118 @@ def test_foreign_files_say_what_is_accepted(tmp_path):
     load_pretrained(tmp_path / 'nothing.pt')
 
 
+def test_legacy_torch_save_format_still_loads(tmp_path, good_state_dict):
+  path = tmp_path / 'legacy.pt'
+  torch.save(good_state_dict, path, _use_new_zipfile_serialization=False)
+  assert pretrained.sniff(str(path)).name == 'pickle'
+  loaded = pretrained.read_checkpoint(str(path))
+  assert set(loaded) == set(good_state_dict)
+  assert all(torch.equal(loaded[k], v) for k, v in good_state_dict.items())
+
+
+def write_bytes(path, data: bytes):
+  path.write_bytes(data)
+  return path
+
+
+def truncated(path, save):
+  save(path)
+  data = path.read_bytes()
+  return write_bytes(path, data[:len(data) // 2])
+
+
+def broken_safetensors_header(path):
+  """A real safetensors file whose JSON header is cut off inside a string (same length, so the sizes agree)."""
+  from safetensors.numpy import save_file
+  save_file({'w': np.zeros(4, np.float32)}, str(path))
+  data = bytearray(path.read_bytes())
+  size = int.from_bytes(data[:8], 'little')
+  data[9:8 + size] = b'"' + b' ' * (size - 2)
+  return write_bytes(path, bytes(data))
+
+
+# name -> (writes the file into a folder and returns its path, the kind `sniff` must find, what the message adds).
+UNREADABLE = {
+    'random 4 KiB': (lambda d: write_bytes(d / 'random.pt', np.random.default_rng(0).bytes(4096)), 'unknown', ''),
+    'empty': (lambda d: write_bytes(d / 'empty.pt', b''), 'empty', ''),
+    'text': (lambda d: write_bytes(d / 'notes.pt', b'not a checkpoint, just notes\n'), 'unknown', ''),
+    'truncated checkpoint': (lambda d: truncated(d / 'cut.pt', lambda p: torch.save({'w': torch.ones(64)}, p)),
+                             'damaged zip', ''),
+    'truncated legacy checkpoint': (
+        lambda d: truncated(d / 'cut_legacy.pt', lambda p: torch.save(
+            {'w': torch.ones(64)}, p, _use_new_zipfile_serialization=False)),
+        'pickle', ', which torch cannot read (truncated or damaged: '),
+    'safetensors with a broken header': (lambda d: broken_safetensors_header(d / 'w.safetensors'), 'safetensors',
+                                         ', whose header or data cannot be read'),
+    'safetensors header longer than the file': (
+        lambda d: write_bytes(d / 'long.safetensors', (10**6).to_bytes(8, 'little') + b'{"w": {}}'), 'unknown', ''),
+}
+
+
+def assert_never_advises_unsafe_loading(error):
+  shown = ''.join(traceback.format_exception(error))  # what a user sees, causes and contexts included
+  assert 'weights_only' not in shown and 'trust' not in shown, shown
+
+
+@pytest.mark.parametrize('case', sorted(UNREADABLE))
+def test_unreadable_file_gets_one_line_naming_it_what_it_looks_like_and_the_accepted_formats(tmp_path, case):
+  write, kind, detail = UNREADABLE[case]
+  path = write(tmp_path)
+  data = path.read_bytes()
+  with pytest.raises(CheckpointError) as error:
+    load_pretrained(path)
+  message = str(error.value)
+  looks_like = f'{pretrained.KINDS[kind]}, {len(data)} bytes, starting {data[:16]!r}'
+  start, end = f'{path} is not a readable checkpoint: {looks_like}{detail}', f'. Accepted: {pretrained.ACCEPTED}.'
+  assert message.startswith(start) and message.endswith(end) and '\n' not in message, message
+  if not detail:  # the kind says it all
+    assert message == start + end
+  assert_never_advises_unsafe_loading(error.value)
+
+
+def torch_save_payload(path, marker):
+  torch.save(CreatesFileOnLoad(marker), path)
+  with zipfile.ZipFile(path) as z:
+    return next(z.read(n) for n in z.namelist() if n.endswith('data.pkl'))
+
+
+def pickle_payload(protocol):
+  def write(path, marker):
+    path.write_bytes(pickle.dumps(CreatesFileOnLoad(marker), protocol=protocol))
+    return path.read_bytes()
+  return write
+
+
+# name -> (writes the file and returns its pickle, the global the message must name or None).
+MALICIOUS = {
+    'torch.save': (torch_save_payload, 'io.open'),
+    'pickle protocol 2': (pickle_payload(2), 'io.open'),
+    'pickle protocol 4': (pickle_payload(4), None),  # framed: torch refuses the opcode before reaching the global
+    'pickle protocol 0': (pickle_payload(0), None),  # text pickle: torch never writes one; not even handed to torch
+}
+
+
+@pytest.mark.parametrize('case', sorted(MALICIOUS))
+def test_pickle_that_would_run_code_is_refused_and_never_runs(tmp_path, case):
+  write, global_name = MALICIOUS[case]
+  marker, path = tmp_path / 'marker', tmp_path / 'evil.pt'
+  payload = write(path, marker)
+  pickle.loads(payload)  # the payload is live: plain unpickling creates the marker
+  assert marker.exists()
+  marker.unlink()
+  with pytest.raises(CheckpointError) as error:
+    load_pretrained(path)
+  assert not marker.exists()
+  message = str(error.value)
+  if case == 'pickle protocol 0':
+    assert message.startswith(f'{path} is not a readable checkpoint: {pretrained.KINDS["unknown"]}')
+  else:
+    assert message.startswith(f'{path} is refused: ') and 'unpickling it could run code' in message
+    if global_name:
+      assert f'whose pickle names {global_name}:' in message
+  assert_never_advises_unsafe_loading(error.value)
+
+
 def test_foreign_directories(tmp_path):
   with pytest.raises(CheckpointError, match='without config.json'):
     load_pretrained(tmp_path)
@@ -265,9 +371,3 @@ def test_foreign_directories(tmp_path):
 def test_resnet_clip_is_refused_clearly(tmp_path):
   with pytest.raises(CheckpointError, match='ResNet CLIP checkpoints are not supported'):
     save_and_load(tmp_path / 'rn50.pt', {'visual.layer1.0.conv1.weight': torch.zeros(1)})
-
-
-class ExecutesOnLoad:
-
-  def __reduce__(self):
-    return (print, ('this must never run',))

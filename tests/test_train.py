@@ -1,26 +1,32 @@
 """The trainer end to end, through `launch.py` in subprocesses: sharded over 8 simulated devices and over two
-processes it matches one device; a killed run resumes exactly; SIGTERM leaves a checkpoint; NaN stops the run.
+processes it matches one device; SIGTERM leaves a checkpoint; NaN stops the run. (Faults — SIGKILL at any moment,
+damaged checkpoints, a full disk — are in test_faults.py.)
 
-Runs are tiny (`configs/k400.py:runlocal`, 6 steps of 8 clips of a synthetic dataset) and share XLA's persistent
-compilation cache, so most of them skip compiling. Tolerance across device layouts: 1e-5 in float32 (sharded
-reductions sum in another order); a resumed run must be bit-identical (same computation, same order).
+Runs are tiny (`configs/k400.py:runlocal`, 4 steps of 8 clips of a synthetic dataset) and share XLA's persistent
+compilation cache, so most of them skip compiling.
 """
 import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from actionclip_jax import checkpoints, clip, metrics, tokenize, train, video
+from actionclip_jax import clip, metrics, tokenize, train, video
 from data_pipelines import synthetic
+from launch_helpers import (REPO, assert_same_run, environment, final_params, finished_steps, launch_args, run,
+                            start, wait_for)
+from tolerance import assert_trees_close, rounding
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 6
+STEPS = 4
+# Large enough that a lost or doubled gradient shard moves params by ~1e-3 per step, far above the 1e-5 bar across
+# device layouts; rounding differences between layouts (sharded reductions sum in another order) change Adam's
+# normalized update only relatively, ~1e-6 of it, i.e. ~1e-9 here.
+LR = '--config.solver.lr=1e-3'
+# Adam moves a param by at most about lr a step (x10 for the head group): the SHIFT_INVARIANT biases' bound.
+SHIFT_INVARIANT_ATOL = 2 * STEPS * 1e-3 * 10
 
 
 @pytest.fixture(scope='module')
@@ -29,56 +35,10 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('xla_cache'))
-
-
-def launch_args(dataset, workdir, *extra, config='configs/k400.py:runlocal'):
-  return [sys.executable, os.path.join(REPO, 'launch.py'), f'--config={os.path.join(REPO, config)}',
-          f'--workdir={workdir}', f'--config.data.root={dataset["root"]}',
-          f'--config.data.train_list={dataset["train_list"]}', f'--config.data.label_list={dataset["label_list"]}',
-          '--config.data.batch_size=8', '--config.eval.batch_size=8', f'--config.solver.total_steps={STEPS}',
-          '--config.checkpoint_every_steps=2',
-          *extra]
-
-
-def environment(cache_dir, devices=1, **extra):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', PYTHONPATH=REPO, **extra)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  return env
-
-
-def run(args, env, timeout=300):
-  done = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-  assert done.returncode == 0, done.stderr[-4000:]
-  return done
-
-
-def final_params(workdir, step=STEPS):
-  return checkpoints.read_params(str(workdir), step)
-
-
-def logged(workdir, keys=('loss', 'grad_norm', 'lr', 'logit_scale')):
-  return [{k: r[k] for k in ('step', *keys)} for r in metrics.read_metrics(workdir)]
-
-
-def assert_same_run(a, b, atol):
-  la, lb = logged(a), logged(b)
-  assert [r['step'] for r in la] == [r['step'] for r in lb] == list(range(1, STEPS + 1))
-  for ra, rb in zip(la, lb):
-    for k in ra:
-      np.testing.assert_allclose(rb[k], ra[k], atol=atol, rtol=atol, err_msg=f'step {ra["step"]} {k}')
-  pa, pb = final_params(a), final_params(b)
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(pa), jax.tree_util.tree_leaves(pb)):
-    np.testing.assert_allclose(y, x, atol=atol, rtol=0, err_msg=jax.tree_util.keystr(path))
-
-
-@pytest.fixture(scope='module')
-def reference(dataset, cache_dir, tmp_path_factory):
-  """One process, one device, 6 steps: the run the others must reproduce."""
+def reference(dataset, xla_cache, tmp_path_factory):
+  """One process, one device: the run the others must reproduce."""
   workdir = str(tmp_path_factory.mktemp('reference'))
-  run(launch_args(dataset, workdir), environment(cache_dir))
+  run(launch_args(dataset, workdir, LR, steps=STEPS), environment(xla_cache))
   return workdir
 
 
@@ -92,10 +52,10 @@ def test_reference_run_writes_everything(reference):
   assert records[-1]['lr'] == 0.0  # cosine to zero at the last step
 
 
-def test_eight_devices_data_by_fsdp_match_one_device(reference, dataset, cache_dir, tmp_path):
-  run(launch_args(dataset, tmp_path, '--config.mesh.data=2', '--config.mesh.fsdp=4'),
-      environment(cache_dir, devices=8))
-  assert_same_run(reference, str(tmp_path), atol=1e-5)
+def test_eight_devices_data_by_fsdp_match_one_device(reference, dataset, xla_cache, tmp_path):
+  run(launch_args(dataset, tmp_path, LR, '--config.mesh.data=2', '--config.mesh.fsdp=4', steps=STEPS),
+      environment(xla_cache, devices=8))
+  assert_same_run(reference, str(tmp_path), atol=1e-5, steps=STEPS, shift_invariant_atol=SHIFT_INVARIANT_ATOL)
 
 
 def free_port():
@@ -104,60 +64,32 @@ def free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one(reference, dataset, cache_dir, tmp_path):
+def test_two_processes_match_one(reference, dataset, xla_cache, tmp_path):
   port = free_port()
-  env = environment(cache_dir, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
-  procs = [subprocess.Popen(
-      launch_args(dataset, tmp_path, f'--coordinator_address=localhost:{port}', '--num_processes=2',
-                  f'--process_id={i}'), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
-  for p in procs:
-    _, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err[-4000:]
-  assert_same_run(reference, str(tmp_path), atol=1e-5)
+  env = environment(xla_cache, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  procs = [start(launch_args(dataset, tmp_path, LR, f'--coordinator_address=localhost:{port}', '--num_processes=2',
+                             f'--process_id={i}', steps=STEPS), env, tmp_path / f'process{i}.log')
+           for i in range(2)]
+  for i, p in enumerate(procs):
+    assert p.wait(timeout=300) == 0, (tmp_path / f'process{i}.log').read_text()[-4000:]
+  assert_same_run(reference, str(tmp_path), atol=1e-5, steps=STEPS, shift_invariant_atol=SHIFT_INVARIANT_ATOL)
 
 
-def wait_for(predicate, proc, timeout=240):
-  deadline = time.time() + timeout
-  while not predicate():
-    assert proc.poll() is None, proc.communicate()[1][-4000:]
-    assert time.time() < deadline, 'timed out'
-    time.sleep(0.2)
-
-
-def finished_steps(workdir):
-  """Checkpoint steps Orbax has finalized (an unfinished save lives in a temporary directory)."""
-  directory = os.path.join(workdir, 'checkpoints')
-  return sorted(int(s) for s in os.listdir(directory) if s.isdigit()) if os.path.isdir(directory) else []
-
-
-def test_sigkill_then_restart_is_the_same_run(reference, dataset, cache_dir, tmp_path):
-  args, env = launch_args(dataset, tmp_path), environment(cache_dir)
-  proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-  wait_for(lambda: finished_steps(tmp_path), proc)
-  proc.kill()
-  proc.wait()
-  assert finished_steps(tmp_path)[-1] < STEPS
-  run(args, env)
-  assert_same_run(reference, str(tmp_path), atol=0)
-
-
-def test_sigterm_checkpoints_the_current_step(dataset, cache_dir, tmp_path):
-  args = launch_args(dataset, tmp_path, '--config.solver.total_steps=1000', '--config.checkpoint_every_steps=1000')
-  proc = subprocess.Popen(args, env=environment(cache_dir), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-  wait_for(lambda: len(metrics.read_metrics(tmp_path)) >= 2, proc)
+def test_sigterm_checkpoints_the_current_step(dataset, xla_cache, tmp_path):
+  workdir, log = tmp_path / 'run', tmp_path / 'log'
+  args = launch_args(dataset, workdir, '--config.checkpoint_every_steps=1000', steps=1000)
+  proc = start(args, environment(xla_cache), log)
+  wait_for(lambda: len(metrics.read_metrics(workdir)) >= 2, proc, log)
   proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-4000:]
-  last = metrics.read_metrics(tmp_path)[-1]['step']
-  assert finished_steps(tmp_path) == [last] and last < 1000
+  assert proc.wait(timeout=120) == 0, log.read_text()[-4000:]
+  last = metrics.read_metrics(workdir)[-1]['step']
+  assert finished_steps(workdir) == [last] and last < 1000
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(dataset, cache_dir, tmp_path):
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(dataset, xla_cache, tmp_path):
   args = launch_args(dataset, tmp_path, '--config.solver.lr=1e30', '--config.solver.clip_gradient=0',
-                     '--config.checkpoint_every_steps=1', '--config.solver.lr_warmup_step=0')
-  done = subprocess.run(args, env=environment(cache_dir), cwd=REPO, capture_output=True, text=True, timeout=300)
+                     '--config.checkpoint_every_steps=1', '--config.solver.lr_warmup_step=0', steps=STEPS)
+  done = subprocess.run(args, env=environment(xla_cache), cwd=REPO, capture_output=True, text=True, timeout=300)
   assert done.returncode != 0
   assert 'FloatingPointError' in done.stderr and 'stopping the run' in done.stderr
   bad_step = int(done.stderr.split('Loss is ')[1].split(' at step ')[1].split(':')[0])
@@ -177,6 +109,8 @@ def test_gradient_accumulation_is_the_whole_batch_gradient():
   grads = jax.jit(lambda p, k: train.loss_and_grads(module, p, frames, ids, labels, jax.random.key(2), k),
                   static_argnums=1)
   (loss1, g1), (loss4, g4) = grads(params, 1), grads(params, 4)
-  np.testing.assert_allclose(loss4, loss1, rtol=1e-6)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g1), jax.tree_util.tree_leaves(g4)):
-    np.testing.assert_allclose(b, a, atol=1e-6, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+  # Chunking changes only the order of float32 sums: each entry accumulates over 8 samples x (2 frames x 17 or
+  # 16 text tokens) through 2 blocks, ~1000 terms (observed: ~30 eps of its module's scale). A dropped, doubled
+  # or mis-scaled chunk moves the gradient by ~25%.
+  np.testing.assert_allclose(loss4, loss1, atol=rounding(8 * 8, loss1), rtol=0)  # an 8x8 log-softmax
+  assert_trees_close(g4, g1, terms=1000)

@@ -34,7 +34,9 @@ def test_official_checkpoint_gives_official_numbers(tmp_path, sim_header, tsm, j
   want_video, want_text, want_logits = torch_actionclip.official_outputs(model, fusion, frames, ids)
   np.testing.assert_allclose(np.asarray(loaded.encode_video(frames)), want_video, atol=1e-5, rtol=0)
   np.testing.assert_allclose(np.asarray(loaded.encode_text(ids)), want_text, atol=1e-5, rtol=0)
-  np.testing.assert_allclose(np.asarray(loaded.logits(frames, ids)), want_logits, atol=1e-4, rtol=1e-5)
+  # Logits are exp(logit_scale) x cosine: the 1e-5 bar on the cosines, scaled alike.
+  scale = float(np.exp(loaded.params['clip']['logit_scale']))
+  np.testing.assert_allclose(np.asarray(loaded.logits(frames, ids)), want_logits, atol=1e-5 * scale, rtol=0)
 
 
 def test_sim_header_and_frames_must_agree_with_the_checkpoint(tmp_path):

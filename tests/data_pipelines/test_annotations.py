@@ -1,7 +1,7 @@
 import pytest
 
 from data_pipelines.annotations import (AnnotationError, VideoRecord, read_label_csv, read_list_file,
-                                        read_plain_csv)
+                                        read_plain_csv, read_video_list)
 
 
 def write(tmp_path, name, text):
@@ -57,3 +57,28 @@ def test_plain_csv_unknown_label_names_file_and_line(tmp_path):
   path = write(tmp_path, 'videos.csv', 'x.mp4,walk\ny.mkv,swim\n')
   with pytest.raises(AnnotationError, match=rf"^{path}:2: label 'swim' is not in the label CSV"):
     read_plain_csv(path, ['run', 'walk'])
+
+
+def test_video_list_reads_a_csv_by_name_and_anything_else_as_a_list_file(tmp_path):
+  names = ['run', 'walk']
+  csv_path = write(tmp_path, 'videos.csv', 'x.mp4,walk\n')
+  list_path = write(tmp_path, 'videos.txt', 'x.mp4 12 1\n')
+  assert read_video_list(csv_path, names, root='/d') == [VideoRecord('/d/x.mp4', None, 1, 0)]
+  assert read_video_list(list_path, names, root='/d') == [VideoRecord('/d/x.mp4', 12, 1, 0)]
+
+
+# Latin-1 'é' (0xe9) where UTF-8 needs two bytes: a list saved in another encoding.
+@pytest.mark.parametrize('name, content, read', [
+    ('train.txt', b'ok 10 0\nvid\xe9o 10 1\n', lambda path: read_list_file(path, num_classes=2)),
+    ('videos.csv', b'ok,run\nvid\xe9o,walk\n', lambda path: read_plain_csv(path, ['run', 'walk'])),
+    ('labels.csv', b'id,name\n0,run\n1,caf\xe9\n', read_label_csv),
+], ids=['list file', 'plain csv', 'label csv'])
+def test_bytes_that_are_not_utf8_fail_with_file_line_and_the_bytes(tmp_path, name, content, read):
+  path = tmp_path / name
+  path.write_bytes(content)
+  *_, line, _ = content.split(b'\n')  # the last line is the bad one
+  line_no = content.count(b'\n')
+  with pytest.raises(AnnotationError) as error:
+    read(str(path))
+  assert str(error.value).startswith(
+      f'{path}:{line_no}: not UTF-8 text (byte 0xe9 at character {line.index(0xe9) + 1}): {line!r}')

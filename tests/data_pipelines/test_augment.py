@@ -6,6 +6,7 @@ import pytest
 from data_pipelines.augment import (CLIP_MEAN, CLIP_STD, ColorJitter, EvalAugment, TrainAugment,
                                     multi_scale_crop_box, normalize)
 from data_pipelines.randaugment import _OPS, RandAugment
+from tolerance import rounding
 
 
 def clip(num_frames=4, height=48, width=64, seed=0):
@@ -15,7 +16,8 @@ def clip(num_frames=4, height=48, width=64, seed=0):
 def test_normalize_is_clip_mean_std():
   frames = np.array([[[0, 128, 255]]], np.uint8)
   expected = (np.array([0, 128, 255]) / 255 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
-  np.testing.assert_allclose(np.asarray(normalize(frames))[0, 0], expected, rtol=1e-6)
+  # Three float32 operations per value (XLA may fold them into a multiply-add): a few roundings of |expected| <= 2.1.
+  np.testing.assert_allclose(np.asarray(normalize(frames))[0, 0], expected, atol=rounding(4, expected), rtol=0)
   assert normalize(frames).dtype == jnp.float32
   assert normalize(frames, jnp.bfloat16).dtype == jnp.bfloat16
 
@@ -28,7 +30,7 @@ def test_normalize_of_a_uint8_batch_is_the_host_float32_normalization():
   host = (host - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
   on_device = np.asarray(jax.jit(normalize)(batch))
   assert on_device.dtype == np.float32
-  np.testing.assert_allclose(on_device, host, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(on_device, host, atol=rounding(4, host), rtol=0)
 
 
 def test_multi_scale_crop_boxes_are_tsn_sizes_at_fixed_offsets():

@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 
+from data_pipelines import pack
 from data_pipelines.bad_videos import BadVideoError
 from data_pipelines.sources import FrameFolderSource, PackedSource, VideoFileSource
 
@@ -70,3 +71,12 @@ def test_jpeg_sources_read_images_as_read_does(frame_folders, packed_dir):
     images = source.read_images(1, pick)
     assert [image.mode for image in images] == ['RGB'] * 4 and images[1] is images[2]
     np.testing.assert_array_equal(np.stack([np.asarray(image) for image in images]), source.read(1, pick))
+
+
+def test_pack_rejects_a_bad_list_line_with_file_and_line_before_writing_anything(tmp_path):
+  labels, video_list = tmp_path / 'labels.csv', tmp_path / 'train.txt'
+  labels.write_text('id,name\n0,run\n1,walk\n')
+  video_list.write_text('a.mp4 10 0\nb.mp4 10 2\n')
+  with pytest.raises(SystemExit, match=rf'^{video_list}:2: label 2 is not in the label CSV'):
+    pack.main(['--list', str(video_list), '--labels', str(labels), '--out', str(tmp_path / 'out')])
+  assert not (tmp_path / 'out').exists()

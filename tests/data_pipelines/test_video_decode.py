@@ -1,5 +1,6 @@
 import os
 
+import av
 import numpy as np
 import pytest
 
@@ -35,6 +36,15 @@ def test_long_gop_video_is_read_correctly(tmp_path, video_tools):
                                 video_tools.decode_all(path)[indices])
 
 
+def write_frameless_video(path: str) -> str:
+  """A valid container whose video stream has no frames (a recording that stopped before its first frame)."""
+  with av.open(path, 'w') as container:
+    stream = container.add_stream('mpeg4', rate=25)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, 'yuv420p'
+    container.start_encoding()  # writes the header, which PyAV otherwise leaves to the first packet
+  return path
+
+
 def bad_files(tmp_path, write_video) -> dict:
   """Broken inputs by name: (path, listed frame count or None)."""
   good = write_video(str(tmp_path / 'good.mp4'), 'libx264', 30)
@@ -44,6 +54,7 @@ def bad_files(tmp_path, write_video) -> dict:
   (tmp_path / 'truncated.mp4').write_bytes(data[:len(data) // 2])  # PyAV writes the index last
   mkv = open(write_video(str(tmp_path / 'full.mkv'), 'libx264', 50), 'rb').read()
   (tmp_path / 'truncated.mkv').write_bytes(mkv[:len(mkv) // 2])
+  frameless = write_frameless_video(str(tmp_path / 'frameless.avi'))
   return {
       'missing': (str(tmp_path / 'missing.mp4'), None),
       'empty': (str(tmp_path / 'empty.mp4'), None),
@@ -51,6 +62,8 @@ def bad_files(tmp_path, write_video) -> dict:
       'truncated mp4': (str(tmp_path / 'truncated.mp4'), None),
       'truncated mkv': (str(tmp_path / 'truncated.mkv'), None),
       'shorter than listed': (good, 45),
+      'no frames, listed': (frameless, 16),
+      'no frames, unlisted': (frameless, None),
   }
 
 
@@ -61,6 +74,8 @@ def bad_files(tmp_path, write_video) -> dict:
     ('truncated mp4', 'InvalidDataError'),
     ('truncated mkv', 'ends after'),
     ('shorter than listed', 'has 30 frames, the list says 45'),
+    ('no frames, listed', 'the video stream holds no frames'),
+    ('no frames, unlisted', 'container reports no frames'),
 ])
 def test_bad_videos_raise_errors_naming_the_file(tmp_path, video_tools, kind, reason):
   path, num_frames = bad_files(tmp_path, video_tools.write_video)[kind]

@@ -1,0 +1,91 @@
+r"""The demo (`make demo`): a tiny ActionCLIP built from scratch on the synthetic world, offline, on a CPU in minutes.
+
+`python -m actionclip_jax.demo --workdir=workdirs/demo` runs every stage through `launch.py` with these variants and
+the world's files (`data_pipelines.synthetic.make_world`):
+
+- `pretrain` (`--mode=pretrain`): a tiny CLIP learns image-caption matching on single rendered frames whose
+  captions name shape, colour and position;
+- `transf`, `meanp`, `transf_wti`: prompt + fine-tune from that CLIP with ActionCLIP's KL loss, with the `Transf`
+  or `meanP` visual prompt, and `Transf` with the weighted token-wise interaction; the same variant with
+  `--mode=eval|zero_shot|few_shot` evaluates the run;
+- `quick` (with any of them): a seconds-long version, for the test suite.
+
+    python launch.py --config=configs/demo.py:pretrain --mode=pretrain --workdir=workdirs/demo/pretrain \
+        --config.data.root=workdirs/demo/data/pretrain --config.data.train_list=workdirs/demo/data/pretrain/captions.csv
+    python launch.py --config=configs/demo.py:transf --workdir=workdirs/demo/transf \
+        --config.init_from=workdirs/demo/pretrain --config.data.root=workdirs/demo/data \
+        --config.data.train_list=workdirs/demo/data/train.txt --config.data.val_list=workdirs/demo/data/val.txt \
+        --config.data.label_list=workdirs/demo/data/labels.csv
+
+Pre-training and fine-tuning share the model section (`model`), so the fine-tunes' CLIP is the pretrained one,
+shape for shape.
+"""
+from configs import common
+
+STAGES = ('pretrain', 'transf', 'meanp', 'transf_wti')
+RUNS = {'transf': ('Transf', 'global'), 'meanp': ('meanP', 'global'), 'transf_wti': ('Transf', 'wti')}
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, **{stage: False for stage in STAGES}, quick=False)
+  chosen = [stage for stage in STAGES if arg[stage]]
+  if len(chosen) != 1:
+    raise ValueError(f'configs/demo.py needs exactly one stage of {", ".join(STAGES)} (plus `quick`), got {chosen}')
+  c = common.base()
+  c.data.dataset = 'demo'
+  model(c)
+  if chosen[0] == 'pretrain':
+    pretrain(c)
+  else:
+    finetune(c, *RUNS[chosen[0]])
+  return quick(c) if arg.quick else c
+
+
+def model(c) -> None:
+  """The tiny CLIP on 8 frames of 32 x 32, in float32 (bfloat16 buys nothing on a CPU)."""
+  c.network.arch = 'tiny'
+  c.network.dtype = 'float32'
+  c.data.input_size = 32
+  c.data.short_side = 32
+  c.data.num_segments = 8
+  c.data.workers = 0
+  c.log_every_steps = 10
+  c.checkpoint_every_steps = 1000  # runs are minutes long: one checkpoint, at the end
+  c.keep_checkpoints = 1
+
+
+def pretrain(c) -> None:
+  """CLIP on image-caption pairs: AdamW lr 1e-3 (both towers), short warm-up, cosine."""
+  c.data.batch_size = 64
+  c.solver.total_steps = 300
+  c.solver.lr = 1e-3
+  c.solver.lr_warmup_step = 30
+  c.solver.weight_decay = 0.05
+
+
+def finetune(c, sim_header: str, interaction: str) -> None:
+  """ActionCLIP's recipe (KL loss, AdamW, head x `f_ratio`) at the scale of a model trained a minute ago."""
+  c.network.sim_header = sim_header
+  c.network.interaction = interaction
+  c.data.batch_size = 32
+  c.data.flip = False  # the classes include directions: a flipped `moving left` clip moves right
+  c.data.randaug.N, c.data.randaug.M = 0, 0
+  c.solver.total_steps = 200
+  c.solver.lr = 1e-3
+  c.solver.lr_warmup_step = 20
+  c.solver.weight_decay = 0.05
+  c.solver.f_ratio = 1.0
+  c.eval.batch_size = 32
+  c.eval.every_steps = 50  # the accuracy curves of the report
+
+
+def quick(c):
+  """A handful of steps on small batches: every stage runs, nothing is learnt."""
+  c.data.batch_size = 8
+  c.solver.total_steps = 4
+  c.solver.lr_warmup_step = 1
+  c.log_every_steps = 1
+  c.eval.batch_size = 8
+  c.eval.every_steps = 2
+  c.eval.fewshot_steps = 10
+  return c
