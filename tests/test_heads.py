@@ -58,7 +58,7 @@ def test_meanp_ignores_frame_order_and_transf_does_not():
   transf = _apply('Transf')
   variables = _variables('Transf')
   gap = np.abs(transf(variables, x)[0] - transf(variables, reversed_x)[0]).max()
-  assert gap > 1e-5  # far above float32 rounding
+  assert gap > 1e-5  # small at init (position embeddings have std 0.02) but far above float32 rounding
 
 
 @pytest.mark.parametrize('sim_header', [h for h in heads.SIM_HEADERS if h != 'meanP'])
@@ -98,18 +98,12 @@ def test_transf_cls_init_is_official_trunc_normal():
   assert 0.016 < values.std() < 0.02
 
 
-def test_transf_init_scales_with_width():
-  """CLIP's init rule at the head's width D (see heads.TemporalTransformer), not the official N(0, 0.02)."""
+def test_transf_init():
   params = _variables('Transf')['params']
   block = params['transformer']['resblocks']
-  layers = block['c_fc']['kernel'].shape[0]
-  projection_std = (2 * D * layers) ** -0.5
-  expected = [(params['frame_position_embeddings']['embedding'], D ** -0.5),
-              (block['attn']['query']['kernel'], D ** -0.5), (block['attn']['out_proj']['kernel'], projection_std),
-              (block['c_fc']['kernel'], (2 * D) ** -0.5), (block['c_proj']['kernel'], projection_std)]
-  for leaf, std in expected:
-    # The sample std of n normal draws is off by about 1 / sqrt(2n) of itself; 5 times that never happens by chance.
-    assert abs(float(leaf.std()) / std - 1) < 5 / np.sqrt(2 * leaf.size), (leaf.shape, float(leaf.std()), std)
+  for leaf in (params['frame_position_embeddings']['embedding'], block['c_fc']['kernel'],
+               block['attn']['query']['kernel'], block['attn']['out_proj']['kernel']):
+    assert abs(float(leaf.std()) - 0.02) < 0.003
   assert not np.any(block['c_proj']['bias']) and not np.any(block['attn']['query']['bias'])
 
 
