@@ -17,16 +17,19 @@ Files under the work dir:
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import numbers
 import os
 import sys
+import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+from absl import logging
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -218,8 +221,79 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
+# Dense bfloat16 peak FLOP/s of one chip (no structured sparsity), matched as a substring of `device_kind`;
+# a platform not listed (every CPU) gets no MFU. Vendors' data sheets.
+PEAK_BF16_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12, 'L4': 121e12, 'A10G': 70e12,
+                   'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12, 'TPU v5p': 459e12, 'TPU v6': 918e12}
+STARVED_FRACTION = 0.3  # data_wait_s / step_s above this: the run is bound by its input pipeline
+
+
+def peak_flops(device_kind: str) -> float | None:
+  """The chip's dense bf16 peak FLOP/s, or None when unknown (CPUs)."""
+  for name, peak in PEAK_BF16_FLOPS.items():
+    if name.lower() in device_kind.lower():
+      return peak
+  return None
+
+
+class StepTimer:
+  """Where the time goes between two logged steps: the loop wraps its `next(batch)` in `data_wait()` and calls
+  `lap(step)` when it logs (after fetching the step's stats, so the device work is done).
+
+  `lap` returns per-step means since the previous lap: `data_wait_s` (host blocked on the input pipeline),
+  `step_s` (wall time), `clips_per_sec`, and `mfu` (flops_per_step / step_s / peak) when both are known, plus
+  `eta_s` (remaining steps x step_s, for the progress line). It logs a warning when the input pipeline takes more
+  than STARVED_FRACTION of the step time.
+  """
+
+  def __init__(self, batch_size: int, total_steps: int, start_step: int = 0, flops_per_step: float | None = None,
+               peak: float | None = None, clock=time.perf_counter):
+    self.batch_size, self.total_steps = batch_size, total_steps
+    self.flops_per_step, self.peak, self._clock = flops_per_step, peak, clock
+    self._tick, self._last_step, self._waited = clock(), start_step, 0.0
+
+  @contextlib.contextmanager
+  def data_wait(self):
+    start = self._clock()
+    try:
+      yield
+    finally:
+      self._waited += self._clock() - start
+
+  @contextlib.contextmanager
+  def excluded(self):
+    """Time spent inside (an evaluation) counts neither as step nor as data wait."""
+    start = self._clock()
+    try:
+      yield
+    finally:
+      self._tick += self._clock() - start
+
+  def lap(self, step: int) -> dict[str, float]:
+    now = self._clock()
+    steps = max(step - self._last_step, 1)
+    step_s = (now - self._tick) / steps
+    out = {'data_wait_s': self._waited / steps, 'step_s': step_s,
+           'clips_per_sec': self.batch_size / step_s if step_s > 0 else float('inf')}
+    if self.flops_per_step and self.peak and step_s > 0:
+      out['mfu'] = self.flops_per_step / step_s / self.peak
+    out['eta_s'] = max(self.total_steps - step, 0) * step_s
+    if step_s > 0 and out['data_wait_s'] > STARVED_FRACTION * step_s:
+      logging.warning('Step %d: input-bound, %.0f%% of the step time (%.3f of %.3f s) is waiting for the input '
+                      'pipeline; more data workers or packed data would speed this run up', step,
+                      100 * out['data_wait_s'] / step_s, out['data_wait_s'], step_s)
+    self._tick, self._last_step, self._waited = now, step, 0.0
+    return out
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
 class Progress:
-  """A tqdm bar on stderr: step of total, loss, clips/s and tqdm's ETA.
+  """A tqdm bar on stderr: step of total, loss, clips/s and the projected time to finish (`eta_s`, from the
+  measured step time, which excludes compilation; tqdm's own ETA is shown too).
 
   On by default only on process 0 with stderr a terminal (a batch job's log would fill with carriage returns);
   `enabled=True` forces it on. `update(step, ...)` takes the absolute step; `initial` is where a resumed run
@@ -240,7 +314,7 @@ class Progress:
   def enabled(self) -> bool:
     return self._bar is not None
 
-  def update(self, step: int, loss=None, clips_per_sec=None, **extra):
+  def update(self, step: int, loss=None, clips_per_sec=None, eta_s=None, **extra):
     step = int(step)
     if self._bar is not None:
       postfix = {}
@@ -248,6 +322,8 @@ class Progress:
         postfix['loss'] = f'{float(loss):.4f}'
       if clips_per_sec is not None:
         postfix['clips/s'] = f'{float(clips_per_sec):.1f}'
+      if eta_s is not None:
+        postfix['finish in'] = format_duration(eta_s)
       postfix.update({k: f'{float(v):.4g}' if isinstance(v, numbers.Real) else str(v) for k, v in extra.items()})
       if postfix:
         self._bar.set_postfix(postfix, refresh=False)

@@ -156,10 +156,50 @@ def test_progress(capsys):
   with metrics.Progress(10, initial=4, enabled=True) as bar:
     assert bar.enabled
     bar.update(6, loss=1.25, clips_per_sec=50.0)
-    bar.update(10, loss=jnp.float32(1.0), clips_per_sec=51.0, lr=1e-5)
+    bar.update(10, loss=jnp.float32(1.0), clips_per_sec=51.0, lr=1e-5, eta_s=3725)
   err = capsys.readouterr().err
-  assert '10/10' in err and 'loss=1.0000' in err and 'clips/s=51.0' in err
+  assert '10/10' in err and 'loss=1.0000' in err and 'clips/s=51.0' in err and 'finish in=1:02:05' in err
   quiet = metrics.Progress(10, enabled=False)
   quiet.update(3, loss=1.0)
   quiet.close()
   assert not quiet.enabled and capsys.readouterr().err == ''
+
+
+class FakeClock:
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_step_timer_splits_data_wait_from_step_time_and_reports_mfu_and_eta(caplog):
+  clock = FakeClock()
+  timer = metrics.StepTimer(batch_size=8, total_steps=100, start_step=10, flops_per_step=5e12, peak=10e12,
+                            clock=clock)
+  for _ in range(2):  # two steps of 1 s each, 0.1 s of it waiting for a batch
+    with timer.data_wait():
+      clock.now += 0.1
+    clock.now += 0.9
+  with timer.excluded():  # an evaluation: neither step nor data time
+    clock.now += 50
+  out = timer.lap(12)
+  assert out == pytest.approx({'data_wait_s': 0.1, 'step_s': 1.0, 'clips_per_sec': 8.0, 'mfu': 0.5, 'eta_s': 88.0})
+  assert 'input-bound' not in caplog.text
+  with timer.data_wait():  # a starved step: 0.8 of 1 s waiting
+    clock.now += 0.8
+  clock.now += 0.2
+  out = timer.lap(13)
+  assert out['data_wait_s'] == pytest.approx(0.8) and out['step_s'] == pytest.approx(1.0)
+  assert 'input-bound' in caplog.text and '80%' in caplog.text
+
+
+def test_no_mfu_without_a_known_peak():
+  assert metrics.peak_flops('cpu') is None
+  assert metrics.peak_flops('NVIDIA H100 80GB HBM3') == 989e12 and metrics.peak_flops('NVIDIA A100-SXM4-40GB') == 312e12
+  assert metrics.peak_flops('TPU v5 lite') == 197e12
+  clock = FakeClock()
+  timer = metrics.StepTimer(4, 10, flops_per_step=1e9, peak=metrics.peak_flops('cpu'), clock=clock)
+  clock.now += 2
+  assert 'mfu' not in timer.lap(1)

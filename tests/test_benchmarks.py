@@ -1,0 +1,38 @@
+"""benchmarks/: the FLOP counter, and gpu_check.sh end to end on the CPU with a tiny model (train_step.py's every
+path but cuDNN: both frameworks' workers, the matmul ceiling, train, eval, attention, the tables)."""
+import json
+import os
+import subprocess
+import sys
+
+from actionclip_jax import clip
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
+import train_step  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def test_model_flops_counts_the_towers_matmuls():
+  c = clip.get_preset('ViT-B/32')
+  # ViT-B/32, 8 frames, 4 clips: 922 GFLOP a train step (the figure issue 10 was measured against).
+  assert round(train_step.model_flops(c, frames=8, batch=4, train=True) / 1e9) == 922
+  assert train_step.model_flops(c, 8, 4, train=False) * 2 == train_step.model_flops(c, 8, 8, train=False)
+
+
+def test_gpu_check_runs_on_cpu_with_a_tiny_model(tmp_path, xla_cache):
+  env = {**os.environ, 'GPU_CHECK_TINY': '1', 'GPU_CHECK_OUT': str(tmp_path), 'PYTHON': sys.executable,
+         'JAX_COMPILATION_CACHE_DIR': xla_cache, 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+         'JAX_PLATFORMS': 'cpu'}
+  proc = subprocess.run(['bash', os.path.join(REPO, 'benchmarks', 'gpu_check.sh')], env=env, capture_output=True,
+                        text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(tmp_path / 'b16.jsonl') as f:
+    records = [json.loads(line) for line in f]
+  kinds = {(r['framework'], r['what']) for r in records}
+  assert kinds == {(fw, what) for fw in ('jax', 'torch') for what in ('matmul', 'train', 'eval')} | {
+      ('jax', 'attention')}
+  assert all(r['dtype'] == 'bfloat16' for r in records)
+  assert [r['implementation'] for r in records if r['what'] == 'attention'] == ['xla']  # no cuDNN on a CPU
+  train = [r for r in records if r['what'] == 'train']
+  assert all(r['peak_rss'] > 0 and r['times'][0] > 0 and r['flops'] > 0 for r in train)
+  assert '| train B=2 | bfloat16 | jax |' in proc.stdout and '| ratio' in proc.stdout and '| xla |' in proc.stdout
