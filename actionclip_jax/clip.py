@@ -160,16 +160,20 @@ class MultiHeadAttention(nn.Module):
   dtype: Any = jnp.float32
   init_std: float = 0.02
   out_init_std: float = 0.02
+  # Initializers overriding the stds: of the query, key and value kernels (in that order), and of out_proj.
+  qkv_init: tuple[Callable, Callable, Callable] | None = None
+  out_init: Callable | None = None
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic: bool = True, dropout_rate=0.0):
     width = x.shape[-1]
     head_dim = width // self.num_heads
+    qkv_init = self.qkv_init or (nn.initializers.normal(self.init_std),) * 3
 
     def proj(name):
       return nn.DenseGeneral(
           (self.num_heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32, name=name,
-          kernel_init=_param_init(nn.initializers.normal(self.init_std), EMBED, HEADS, KV),
+          kernel_init=_param_init(qkv_init[('query', 'key', 'value').index(name)], EMBED, HEADS, KV),
           bias_init=_param_init(nn.initializers.zeros, HEADS, KV))(x)
 
     # torch scales the query (bias included) before the product; doing the same keeps float32 parity tight.
@@ -184,7 +188,7 @@ class MultiHeadAttention(nn.Module):
     out = jnp.einsum('...hqk,...khd->...qhd', weights, v)
     return nn.DenseGeneral(
         width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32, name='out_proj',
-        kernel_init=_param_init(nn.initializers.normal(self.out_init_std), HEADS, KV, EMBED),
+        kernel_init=_param_init(self.out_init or nn.initializers.normal(self.out_init_std), HEADS, KV, EMBED),
         bias_init=_param_init(nn.initializers.zeros, EMBED))(out)
 
 
@@ -201,6 +205,7 @@ class ResidualAttentionBlock(nn.Module):
   init_std: float | None = None  # one std for every kernel (ActionCLIP's temporal head); None: OpenAI's stds
   ln_epsilon: float = 1e-5  # ActionCLIP's temporal head uses 1e-12
   shift_frames: int = 0
+  qkv_init: tuple[Callable, Callable, Callable] | None = None  # see MultiHeadAttention
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic: bool = True, drop_rate=0.0):
@@ -217,7 +222,7 @@ class ResidualAttentionBlock(nn.Module):
 
     if self.shift_frames:
       x = temporal_shift(x, self.shift_frames)
-    x = x + drop_path(MultiHeadAttention(self.num_heads, self.dtype, attn_std, proj_std, name='attn')(
+    x = x + drop_path(MultiHeadAttention(self.num_heads, self.dtype, attn_std, proj_std, self.qkv_init, name='attn')(
         LayerNorm(self.ln_epsilon, name='ln_1')(x), mask, deterministic, drop_rate))
     h = LayerNorm(self.ln_epsilon, name='ln_2')(x)
     h = nn.Dense(4 * width, dtype=self.dtype, param_dtype=jnp.float32, name='c_fc',
@@ -244,6 +249,7 @@ class Transformer(nn.Module):
   ln_epsilon: float = 1e-5
   drop_path: float = 0.0
   shift_frames: int = 0
+  qkv_init: tuple[Callable, Callable, Callable] | None = None  # see MultiHeadAttention
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic: bool = True):
@@ -256,7 +262,7 @@ class Transformer(nn.Module):
         in_axes=(nn.broadcast, nn.broadcast, 0), metadata_params={nn.PARTITION_NAME: LAYERS})
     rates = jnp.linspace(0.0, self.drop_path, self.layers, dtype=jnp.float32)
     x, _ = stack(self.heads, self.layers, self.act, self.dtype, self.init_std, self.ln_epsilon, self.shift_frames,
-                 name='resblocks')(x, mask, deterministic, rates)
+                 self.qkv_init, name='resblocks')(x, mask, deterministic, rates)
     return x
 
 

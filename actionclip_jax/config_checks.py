@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import os
 
-from actionclip_jax import clip, heads, pretrained, video
+from actionclip_jax import clip, heads, optim, pretrained, video
 
 MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot')
 SOURCES = ('video', 'frames', 'packed')
 DTYPES = ('float32', 'bfloat16', 'float16')
-PROTOCOLS = ('full', 'half')
+PROTOCOLS = ('full', 'half', 'splits', 'k600')
+CONV_RESHAPES = ('auto', 'official', 'transpose')
 MESH_AXES = ('data', 'fsdp', 'tensor')  # the mesh's axis order; the batch is split over data x fsdp
 BATCH_AXES = ('data', 'fsdp')
 
@@ -104,8 +105,21 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     add(f'network.sim_header={c.network.sim_header!r} is not one of {", ".join(heads.SIM_HEADERS)}')
   if c.network.interaction not in video.INTERACTIONS:
     add(f'network.interaction={c.network.interaction!r} is not one of {", ".join(video.INTERACTIONS)}')
-  if c.network.dtype not in DTYPES:
-    add(f'network.dtype={c.network.dtype!r} is not one of {", ".join(DTYPES)}')
+  if c.network.dtype not in (*DTYPES, 'auto'):
+    add(f'network.dtype={c.network.dtype!r} is not one of auto, {", ".join(DTYPES)}')
+  if c.eval.get('dtype', '') and c.eval.dtype not in DTYPES:
+    add(f'eval.dtype={c.eval.dtype!r} is not one of {", ".join(DTYPES)} (or empty: network.dtype)')
+  if c.network.get('head_init', 'official') not in heads.HEAD_INITS:
+    add(f'network.head_init={c.network.head_init!r} is not one of {", ".join(heads.HEAD_INITS)}')
+  if c.network.get('conv_reshape', 'auto') not in CONV_RESHAPES:
+    add(f'network.conv_reshape={c.network.conv_reshape!r} is not one of {", ".join(CONV_RESHAPES)}')
+  cdcr = c.network.get('cdcr_weight')
+  if cdcr is not None and (cdcr < 0 or (cdcr > 0 and c.network.interaction != 'wti')):
+    add(f'network.cdcr_weight={cdcr} must be >= 0, and 0 unless network.interaction=wti (None: 0.001 with wti)')
+  if c.solver.get('weight_storage', 'float32') not in optim.WEIGHT_STORAGES:
+    add(f'solver.weight_storage={c.solver.weight_storage!r} is not one of {", ".join(optim.WEIGHT_STORAGES)}')
+  if c.data.get('augment_order', 'clip') not in ('clip', 'official'):
+    add(f'data.augment_order={c.data.augment_order!r} is not one of clip, official')
   for name in ('network.drop_out', 'network.emb_dropout'):
     rate = _get(c, name)
     if not 0.0 <= rate < 1.0:
@@ -131,9 +145,11 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   if _check_file('data.label_list', c.data.label_list, required=mode != 'pretrain', mode=mode, add=add):
     names = _check_labels(c, add)
   needed = {'data.train_list'} if mode in ('train', 'pretrain', 'few_shot') else set()
-  needed |= {'data.val_list'} if mode in ('eval', 'zero_shot', 'few_shot') else set()
-  for name in ('data.train_list', 'data.val_list'):
-    path = _get(c, name)
+  val_lists = tuple(c.data.get('val_lists') or ())
+  if not (mode == 'zero_shot' and val_lists):
+    needed |= {'data.val_list'} if mode in ('eval', 'zero_shot', 'few_shot') else set()
+  for name, path in [('data.train_list', c.data.train_list), ('data.val_list', c.data.val_list),
+                     *((f'data.val_lists[{i}]', p) for i, p in enumerate(val_lists))]:
     if source == 'packed':
       _check_packed(name, path, required=name in needed, mode=mode, add=add)
     elif (_check_file(name, path, required=name in needed, mode=mode, add=add) and names is not None
@@ -184,10 +200,17 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     add(f'eval.protocol={e.protocol!r} is not one of {", ".join(PROTOCOLS)}')
   elif mode == 'zero_shot' and e.protocol == 'half' and e.half_splits < 1:
     add(f'eval.half_splits={e.half_splits} must be >= 1 for eval.protocol=half')
-  if mode == 'few_shot' and c.data.source == 'packed':
-    add('mode=few_shot draws K videos per class from a list file: use data.source=video or frames, not packed')
-  if mode == 'few_shot' and (e.shots < 1 or e.fewshot_steps < 1):
-    add(f'eval.shots={e.shots} and eval.fewshot_steps={e.fewshot_steps} must be >= 1 for mode=few_shot')
+  elif mode == 'zero_shot' and e.protocol == 'splits' and not val_lists:
+    add('eval.protocol=splits needs data.val_lists (e.g. the 3 official test-split lists)')
+  elif mode == 'zero_shot' and e.protocol == 'k600':
+    if e.subsets < 1 or e.subset_classes < 2:
+      add(f'eval.subsets={e.subsets} must be >= 1 and eval.subset_classes={e.subset_classes} >= 2')
+    _check_file('eval.known_label_list', e.known_label_list, required=False, mode=mode, add=add)
+  if mode == 'few_shot' and (e.shots < 1 or e.fewshot_steps < 1 or not e.fewshot_seeds or not e.fewshot_lrs
+                             or not e.fewshot_wds or e.fewshot_batch_size < 1 or e.fewshot_eval_every < 1):
+    add(f'eval.shots={e.shots}, eval.fewshot_steps={e.fewshot_steps}, eval.fewshot_batch_size='
+        f'{e.fewshot_batch_size} and eval.fewshot_eval_every={e.fewshot_eval_every} must be >= 1, and '
+        f'eval.fewshot_seeds, eval.fewshot_lrs, eval.fewshot_wds non-empty, for mode=few_shot')
 
   if problems:
     raise ValueError(f'Invalid config for mode={mode} on {num_devices} devices / {process_count} processes '

@@ -19,8 +19,9 @@ Every stage but the first is the project's real path in a subprocess: `launch.py
 After pre-training, `--parallel` subprocesses (2: the target is a 2-core CPU) run at a time, fine-tunes first: much
 of each is single-threaded (start-up, tracing, compiling). Each stage writes its output to WORKDIR/logs/<stage>.log;
 a stage that fails stops the demo with the end of its log. Rerunning the command resumes: finished runs are not
-trained again (delete the work dir to start over). `--quick` is a seconds-long version (a tiny world, a few steps)
-for the test suite.
+trained again (delete the work dir to start over). `--quick` is a seconds-long version for the test suite: a tiny
+world, a few steps, and only the `transf` run with K = 4 (`QUICK_RUNS`, `QUICK_SHOTS`: every stage kind still runs
+once, and each subprocess costs seconds of start-up and compilation).
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ CONFIG = os.path.join(REPO, 'configs', 'demo.py')
 RUNS = ('transf', 'meanp', 'transf_wti')  # the fine-tune variants of configs/demo.py
 DIRECTIONS = ('moving left', 'moving right', 'moving up', 'moving down')
 SHOTS = (2, 4)
+QUICK_RUNS = ('transf',)  # the run the report's confusion matrix and examples show
+QUICK_SHOTS = (4,)
 # A few videos of each class and a handful of pictures: every stage still runs, in seconds.
 QUICK_WORLD = dict(train_per_class=2, val_per_class=1, heldout_per_class=2, heldout_train_per_class=4,
                    frames=(8, 12), pretrain_images=64)
@@ -66,6 +69,8 @@ class Demo:
     self.quick = quick
     self.seed = seed
     self.parallel = parallel
+    self.runs = QUICK_RUNS if quick else RUNS
+    self.shots = QUICK_SHOTS if quick else SHOTS
     self.timing: dict[str, float] = {}
     self.logs = os.path.join(self.workdir, 'logs')
     os.makedirs(self.logs, exist_ok=True)
@@ -169,17 +174,18 @@ class Demo:
       try:
         # Every fine-tune is queued before any evaluation, so an evaluation waiting for its run's fine-tune holds a
         # worker only while that fine-tune runs on another.
-        trained = {run: pool.submit(self.finetune, run, world, pretrained) for run in RUNS}
+        trained = {run: pool.submit(self.finetune, run, world, pretrained) for run in self.runs}
 
         def after_training(run, evaluate, *args):
           return evaluate(run, trained[run].result(), world, *args)
 
         pending = {run: {'val_direction': pool.submit(after_training, run, self.direction_top1),
                          'zero_shot': pool.submit(after_training, run, self.zero_shot),
-                         **{f'few_shot_{k}': pool.submit(after_training, run, self.few_shot, k) for k in SHOTS}}
-                   for run in RUNS}
+                         **{f'few_shot_{k}': pool.submit(after_training, run, self.few_shot, k)
+                            for k in self.shots}}
+                   for run in self.runs}
         return {run: {'val': final_eval(trained[run].result()),
-                      **results_of(pending[run])} for run in RUNS}
+                      **results_of(pending[run])} for run in self.runs}
       except BaseException:
         pool.shutdown(cancel_futures=True)  # a failed stage stops the demo: start nothing more
         raise
@@ -195,7 +201,7 @@ class Demo:
     pretrained = self.pretrain(world)
     runs = self.finetune_and_evaluate(world, pretrained)
     summary = world_summary(world)
-    results = {'evaluations': evaluations(summary), 'runs': runs, 'pretrain': pretrain_summary(pretrained),
+    results = {'evaluations': evaluations(summary, self.shots), 'runs': runs, 'pretrain': pretrain_summary(pretrained),
                'timing_s': self.timing, 'world': summary}
     write_json(self.path('results.json'), results)  # what the report reads
     self.report()
@@ -250,7 +256,7 @@ def pretrain_summary(workdir: str) -> dict:
   return {'steps': logged[-1]['step'], 'final_loss': logged[-1]['loss']}
 
 
-def evaluations(summary: dict) -> dict:
+def evaluations(summary: dict, shots=SHOTS) -> dict:
   """What each column of results.json's runs is (the report's table and its chance row)."""
   seen, heldout = summary['classes_seen'], summary['classes_heldout']
   return {
@@ -260,7 +266,7 @@ def evaluations(summary: dict) -> dict:
       'zero_shot': {'classes': heldout, 'about': 'top-1 among the held-out verb-object classes, never trained on'},
       **{f'few_shot_{k}': {'classes': heldout, 'about': f'the held-out classes with {k} videos each and the prompts '
                                                         f'(cross-modal linear adaptation, frozen features)'}
-         for k in SHOTS}}
+         for k in shots}}
 
 
 def world_classes(world: dict) -> list[dict]:

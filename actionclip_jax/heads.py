@@ -26,6 +26,19 @@ from actionclip_jax.clip import EMBED, LAYERS, MLP, POS, _param_init
 
 SIM_HEADERS = ('meanP', 'Conv_1D', 'LSTM', 'Transf', 'Transf_cls')
 FRAME_POSITIONS = 77  # the official table has CLIP's context length rows, so Transf takes up to 77 frames
+# How Transf and Transf_cls start (`network.head_init`):
+# - 'official': the official code's init, in distribution. `visual_prompt.init_weights` (N(0, 0.02) for every
+#   nn.Linear and nn.Embedding, zero biases) reaches Transf's blocks, but nn.MultiheadAttention's fused in_proj is
+#   a bare Parameter and keeps torch's xavier-uniform (U(+-sqrt(6 / 4D)), std (2D)^-1/2: 0.031 at D = 512).
+#   Transf_cls (TAggregate) gets the fmod "trunc normal" std 0.02 on its Linears (out_proj included), and as
+#   nn.TransformerEncoder deep-copies one layer, every layer's in_proj is the same xavier draw.
+# - 'scaled': CLIP's width-scaled rule for its own towers: attention in_proj D^-1/2, output projections
+#   (2 D layers)^-1/2, MLP input (2D)^-1/2, position table (and class token) D^-1/2. At ViT-B's D = 512 the two
+#   are close; at small widths N(0, 0.02) leaves the blocks nearly linear and the positions tiny, so Transf starts
+#   as an order-blind mean (at D = 32, reversing the frames moves the pooled feature by 1e-3 of its spread over
+#   videos against 8e-2 with 'scaled'), and learns order slowly (tests/test_learning.py's left/right task after 200
+#   steps: 52% val top-1 against 90% with 'scaled').
+HEAD_INITS = ('official', 'scaled')
 
 
 def official_trunc_normal(std: float) -> Callable:
@@ -35,6 +48,18 @@ def official_trunc_normal(std: float) -> Callable:
     return jnp.fmod(jax.random.normal(key, shape, dtype), 2.0) * std
 
   return init
+
+
+def xavier_in_proj(key, shape, dtype=jnp.float32):
+  """torch's xavier_uniform_ of a fused in_proj [3D, D], for our query/key/value kernels [..., D, heads * kv]
+  (flax's DenseGeneral draws its kernel flat, then reshapes it to [D, heads, kv])."""
+  bound = (6.0 / (4 * shape[-2])) ** 0.5  # fan_in D, fan_out 3D
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _check_init(init: str) -> None:
+  if init not in HEAD_INITS:
+    raise ValueError(f'Unknown head_init {init!r}; valid: {", ".join(HEAD_INITS)}')
 
 
 def _dense(features: int, name: str, axes: tuple, kernel_init: Callable, dtype: Any) -> nn.Dense:
@@ -135,21 +160,27 @@ class TemporalTransformer(nn.Module):
   """`Transf`: x + blocks(x + frame position embedding), then the mean.
 
   The blocks are clip.Transformer's pre-LN residual attention blocks with QuickGELU, as the official
-  TemporalTransformer, with its LayerNorm epsilon (1e-12) and its init (every kernel and the embedding N(0, 0.02)).
+  TemporalTransformer, with its LayerNorm epsilon (1e-12). `head_init`: see HEAD_INITS.
   """
   heads: int  # official: text-tower width // 64
   layers: int = 6
   dtype: Any = jnp.float32
+  head_init: str = 'official'
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
+    _check_init(self.head_init)
     t = x.shape[1]
     if t > FRAME_POSITIONS:
       raise ValueError(f'Transf has {FRAME_POSITIONS} frame positions; got {t} frames')
+    official = self.head_init == 'official'
+    pos_std = 0.02 if official else x.shape[-1] ** -0.5
     pos = nn.Embed(FRAME_POSITIONS, x.shape[-1], param_dtype=jnp.float32, name='frame_position_embeddings',
-                   embedding_init=_param_init(nn.initializers.normal(0.02), POS, EMBED))(jnp.arange(t))
+                   embedding_init=_param_init(nn.initializers.normal(pos_std), POS, EMBED))(jnp.arange(t))
     h = x.astype(self.dtype) + pos.astype(self.dtype)
-    h = clip.Transformer(self.layers, self.heads, 'quick_gelu', self.dtype, init_std=0.02, ln_epsilon=1e-12,
+    # init_std None: clip.ResidualAttentionBlock's width-scaled stds.
+    h = clip.Transformer(self.layers, self.heads, 'quick_gelu', self.dtype, init_std=0.02 if official else None,
+                         ln_epsilon=1e-12, qkv_init=(xavier_in_proj,) * 3 if official else None,
                          name='transformer')(h, deterministic=deterministic)
     tokens = h.astype(x.dtype) + x
     return tokens.mean(axis=1), tokens
@@ -162,20 +193,35 @@ class EncoderLayer(nn.Module):
   mlp_dim: int = 2048
   dropout_rate: float = 0.1
   dtype: Any = jnp.float32
+  head_init: str = 'official'  # see HEAD_INITS
+  layers: int = 6  # of the whole stack, for the 'scaled' output projections
 
   @nn.compact
-  def __call__(self, x, deterministic: bool = True):
+  def __call__(self, x, deterministic: bool = True, shared_key=None):
+    """shared_key: the one key of every layer's in_proj draw ('official'; only read at init)."""
     def drop(y):
       return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
 
-    # The official Linear layers get the fmod "trunc normal"; the attention projections here get N(0, 0.02)
-    # (torch: xavier-uniform in_proj, trunc-normal out_proj). Only the initialization differs, not the function.
-    init = official_trunc_normal(0.02)
-    attn = clip.MultiHeadAttention(self.num_heads, self.dtype, 0.02, 0.02, name='self_attn')(
+    d = x.shape[-1]
+    if self.head_init == 'official':
+      # torch.nn.TransformerEncoder deep-copies one layer, then TAggregate re-draws every nn.Linear (out_proj
+      # too) with the fmod "trunc normal": in_proj is one xavier draw shared by all layers, the rest per layer.
+      in_proj = xavier_in_proj(shared_key, (3, d, d)) if self.is_initializing() else None
+
+      def qkv_init(i):  # flax also calls an init (for its shape only) when the parameter exists: then zeros
+        return lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype) if in_proj is None else in_proj[i]
+
+      qkv = tuple(qkv_init(i) for i in range(3))
+      out = fc_in = fc_out = official_trunc_normal(0.02)
+    else:
+      qkv = (nn.initializers.normal(d ** -0.5),) * 3
+      out = fc_out = nn.initializers.normal((2 * d * self.layers) ** -0.5)
+      fc_in = nn.initializers.normal((2 * d) ** -0.5)
+    attn = clip.MultiHeadAttention(self.num_heads, self.dtype, qkv_init=qkv, out_init=out, name='self_attn')(
         x, None, deterministic, self.dropout_rate)
     x = clip.LayerNorm(name='norm1')(x + drop(attn))
-    h = drop(jax.nn.relu(_dense(self.mlp_dim, 'linear1', (EMBED, MLP), init, self.dtype)(x)))
-    h = _dense(x.shape[-1], 'linear2', (MLP, EMBED), init, self.dtype)(h)
+    h = drop(jax.nn.relu(_dense(self.mlp_dim, 'linear1', (EMBED, MLP), fc_in, self.dtype)(x)))
+    h = _dense(d, 'linear2', (MLP, EMBED), fc_out, self.dtype)(h)
     return clip.LayerNorm(name='norm2')(x + drop(h)), None
 
 
@@ -187,14 +233,18 @@ class PostLNEncoder(nn.Module):
   layers: int = 6
   dropout_rate: float = 0.1
   dtype: Any = jnp.float32
+  head_init: str = 'official'  # see HEAD_INITS
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
     stack = nn.scan(
         EncoderLayer, length=self.layers,
         variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-        in_axes=nn.broadcast, metadata_params={nn.PARTITION_NAME: LAYERS})
-    x, _ = stack(dropout_rate=self.dropout_rate, dtype=self.dtype, name='layers')(x, deterministic)
+        in_axes=(nn.broadcast, nn.broadcast), metadata_params={nn.PARTITION_NAME: LAYERS})
+    # One key outside the scan: the same in every layer (EncoderLayer's 'official' in_proj).
+    shared_key = self.make_rng('params') if self.is_initializing() else jax.random.PRNGKey(0)
+    x, _ = stack(dropout_rate=self.dropout_rate, dtype=self.dtype, head_init=self.head_init, layers=self.layers,
+                 name='layers')(x, deterministic, shared_key)
     return clip.LayerNorm(name='norm')(x)
 
 
@@ -206,29 +256,34 @@ class ClsAggregate(nn.Module):
   num_frames: int  # the position table has num_frames + 1 rows, so the head only takes this many frames
   dropout_rate: float = 0.1
   dtype: Any = jnp.float32
+  head_init: str = 'official'  # see HEAD_INITS
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
+    _check_init(self.head_init)
     b, t, d = x.shape
     if t != self.num_frames:
       raise ValueError(f'Transf_cls was built for num_frames={self.num_frames}; got {t} frames')
-    init = official_trunc_normal(0.02)
+    init = official_trunc_normal(0.02) if self.head_init == 'official' else nn.initializers.normal(d ** -0.5)
     cls = self.param('cls_token', _param_init(init, EMBED), (d,), jnp.float32)
     pos = self.param('pos_embed', _param_init(init, POS, EMBED), (t + 1, d), jnp.float32)
     h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x.astype(jnp.float32)], axis=1) + pos
-    h = PostLNEncoder(dropout_rate=self.dropout_rate, dtype=self.dtype, name='transformer_enc')(
+    h = PostLNEncoder(dropout_rate=self.dropout_rate, dtype=self.dtype, head_init=self.head_init,
+                      name='transformer_enc')(
         h.astype(self.dtype), deterministic)
     h = h.astype(x.dtype)
     return h[:, 0], h[:, 1:]
 
 
 def make_visual_prompt(sim_header: str, *, num_frames: int, text_heads: int, dtype: Any = jnp.float32,
-                       conv_official_reshape: bool = False) -> nn.Module:
+                       conv_official_reshape: bool = False, init: str = 'official') -> nn.Module:
   """The head for `sim_header`; call it as `head.apply(variables, frames [B, T, D], deterministic=...)`.
 
   num_frames: T (Transf_cls's position table is sized by it). text_heads: the text tower's width // 64, the head
-  count of Transf as in the official code. conv_official_reshape: see TemporalConv.official_reshape.
+  count of Transf as in the official code. conv_official_reshape: see TemporalConv.official_reshape. init: how
+  Transf and Transf_cls start (HEAD_INITS; the other heads have one init).
   """
+  _check_init(init)
   if sim_header == 'meanP':
     return MeanP()
   if sim_header == 'Conv_1D':
@@ -236,9 +291,9 @@ def make_visual_prompt(sim_header: str, *, num_frames: int, text_heads: int, dty
   if sim_header == 'LSTM':
     return TemporalLSTM(dtype)
   if sim_header == 'Transf':
-    return TemporalTransformer(text_heads, dtype=dtype)
+    return TemporalTransformer(text_heads, dtype=dtype, head_init=init)
   if sim_header == 'Transf_cls':
-    return ClsAggregate(num_frames, dtype=dtype)
+    return ClsAggregate(num_frames, dtype=dtype, head_init=init)
   raise ValueError(f'Unknown sim_header {sim_header!r}; valid: {", ".join(SIM_HEADERS)}')
 
 

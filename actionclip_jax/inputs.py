@@ -17,15 +17,17 @@ def records(data, list_path: str, names: list[str]) -> list[annotations.VideoRec
   return annotations.read_video_list(list_path, names, root=data.root or None)
 
 
-def source(data, list_path: str, names: list[str]):
-  """For `source=packed`, list_path is the directory `python -m data_pipelines.pack` wrote."""
+def source(data, list_path: str, names: list[str], *, prescale: bool = True):
+  """For `source=packed`, list_path is the directory `python -m data_pipelines.pack` wrote. prescale=False reads
+  frames at their stored size instead of scaled to data.short_side."""
+  short_side = data.short_side if prescale else None
   if data.source == 'packed':
-    return sources.PackedSource(list_path, short_side=data.short_side)
+    return sources.PackedSource(list_path, short_side=short_side)
   recs = records(data, list_path, names)
   if data.source == 'frames':
     return sources.FrameFolderSource(recs, image_tmpl=data.image_tmpl, index_bias=data.index_bias,
-                                     short_side=data.short_side)
-  return sources.VideoFileSource(recs, short_side=data.short_side)
+                                     short_side=short_side)
+  return sources.VideoFileSource(recs, short_side=short_side)
 
 
 class _CentreSampler:
@@ -50,18 +52,24 @@ def train_dataset(config, workdir: str, names: list[str]):
   src = source(data, data.train_list, names)
   sampler = sampling.SegmentSampler(data.num_segments, data.seg_length)
   randaug = RandAugment(data.randaug.N, data.randaug.M) if data.randaug.N > 0 else None
-  train_augment = augment.TrainAugment(data.input_size, flip=data.flip, randaugment=randaug)
+  train_augment = augment.TrainAugment(data.input_size, flip=data.flip, randaugment=randaug,
+                                       per_frame=data.get('augment_order', 'clip') == 'official')
   return src, pipeline.train_dataset(
       src, sampler if data.random_shift else _CentreSampler(sampler), train_augment,
       batch_size=per_process(data.batch_size), seed=config.seed, workers=data.workers,
       bad_videos=BadVideoLog(workdir, fail_fast=data.fail_fast))
 
 
-def eval_dataset(config, workdir: str, list_path: str, names: list[str]):
+def eval_dataset(config, workdir: str, list_path: str, names: list[str], src=None):
+  """(source, batches) of `list_path`, or of `src` (any source) when given. eval.prescale, eval.max_videos and
+  eval.drop_last apply."""
   data = config.data
-  src = source(data, list_path, names)
+  if src is None:
+    src = source(data, list_path, names, prescale=config.eval.get('prescale', True))
   if config.eval.max_videos:
     src = _Prefix(src, config.eval.max_videos)
+  if config.eval.get('drop_last', False) and len(src) > config.eval.batch_size:
+    src = _Prefix(src, len(src) - len(src) % config.eval.batch_size)  # the official test's last partial batch
   sampler = sampling.SegmentSampler(data.num_segments, data.seg_length, num_clips=config.eval.num_clips)
   return src, pipeline.eval_dataset(
       src, sampler, augment.EvalAugment(data.input_size, num_crops=config.eval.num_crops),

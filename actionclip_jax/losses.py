@@ -1,4 +1,5 @@
-"""ActionCLIP's training loss: KL divergence between video-text logits and soft same-label targets, both ways.
+"""ActionCLIP's training loss: KL divergence between video-text logits and soft same-label targets, both ways
+(plus, with WTI, a weighted regularizer: `with_regularizer`).
 
 Matches the official `utils/KLLoss.py` as `train.py` uses it: for a batch of B pairs, G[i, k] = 1 when samples i and
 k share a label, the target row is softmax(10 * G[i]), and a direction's loss is
@@ -40,3 +41,9 @@ def actionclip_loss_from_logits(logits_per_video, labels):
 def actionclip_loss(video_emb, text_emb, labels, logit_scale):
   """video_emb, text_emb: [B, D] (not normalized); labels: int [B]; logit_scale: the log temperature parameter."""
   return actionclip_loss_from_logits(clip.logits(video_emb, text_emb, logit_scale), labels)
+
+
+def with_regularizer(loss, regularizer, weight: float):
+  """The training loss with a weighted regularizer (WTI: DRL's channel decorrelation, weight 0.001); weight 0 is
+  the loss itself, exactly."""
+  return loss + weight * regularizer if weight else loss

@@ -336,6 +336,24 @@ def is_actionclip_checkpoint(obj: Any) -> bool:
   return isinstance(obj, Mapping) and 'model_state_dict' in obj and 'fusion_model_state_dict' in obj
 
 
+def official_sim_header(path: str) -> str | None:
+  """The visual prompt of the official ActionCLIP checkpoint at `path`; None for anything else (a directory, a CLIP,
+  an unreadable file). Reads only the fusion keys' names: a torch.save archive is memory-mapped, not loaded."""
+  if not path or not os.path.isfile(path):
+    return None
+  try:
+    kind = check_readable(path)
+    if kind.name not in ('torch zip', 'pickle'):
+      return None
+    torch = _torch()
+    obj = torch.load(path, map_location='cpu', weights_only=True, mmap=kind.name == 'torch zip')
+  except Exception:  # not ours to report here: loading it later names the problem
+    return None
+  if not is_actionclip_checkpoint(obj):
+    return None
+  return infer_sim_header(_strip_data_parallel(dict.fromkeys(obj['fusion_model_state_dict'])))
+
+
 def _strip_data_parallel(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Drops DataParallel's `module.` prefix when every key has it."""
   if state_dict and all(k.startswith('module.') for k in state_dict):

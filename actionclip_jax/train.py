@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import signal
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -34,10 +33,29 @@ def model_config(config) -> video.ActionCLIPConfig:
   n = config.network
   clip_config = clip.get_preset(
       n.arch, num_frames=config.data.num_segments * config.data.seg_length, joint=n.joint, tsm=n.tsm,
-      drop_path=n.drop_out, emb_dropout=n.emb_dropout, dtype=n.dtype, remat=n.remat)
+      drop_path=n.drop_out, emb_dropout=n.emb_dropout, dtype=compute_dtype(n.dtype), remat=n.remat)
   if clip_config.image_resolution != config.data.input_size:
     clip_config = clip_config.replace(image_resolution=config.data.input_size)
-  return video.ActionCLIPConfig(clip_config, sim_header=n.sim_header, interaction=n.interaction)
+  return video.ActionCLIPConfig(clip_config, sim_header=n.sim_header, interaction=n.interaction,
+                                conv_official_reshape=_conv_official_reshape(config),
+                                head_init=config.network.get('head_init', 'official'))
+
+
+def compute_dtype(name: str, platform: str | None = None) -> str:
+  """network.dtype resolved: 'auto' is bfloat16 on GPU/TPU and float32 on CPU (see configs/common.py for why);
+  any other name is returned as it is."""
+  if name != 'auto':
+    return name
+  return 'float32' if (platform or jax.default_backend()) == 'cpu' else 'bfloat16'
+
+
+def _conv_official_reshape(config) -> bool:
+  """network.conv_reshape resolved: 'auto' is the official reshape when init_from is an official Conv_1D checkpoint,
+  as `load_pretrained` does."""
+  mode = config.network.get('conv_reshape', 'auto')
+  if config.network.sim_header != 'Conv_1D' or mode == 'transpose':
+    return False
+  return mode == 'official' or pretrained.official_sim_header(config.init_from) == 'Conv_1D'
 
 
 def class_table(config, names: list[str], context_length: int) -> np.ndarray:
@@ -66,8 +84,34 @@ def _similarity(module, video_repr, text_repr, text_mask):
   return module.similarity(video_repr, (*text_repr, text_mask))
 
 
-def loss_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, accum_steps: int = 1):
-  """The ActionCLIP loss on the whole batch and its gradient.
+def _channel_decorrelation(module, video_repr, text_repr, text_mask):
+  """DRL's regularizer on the batch's (video i, text i) pairs, from the frame and text tokens WTI scores."""
+  video_weights, text_weights = module.interaction.paired(video_repr[1], text_repr[1], text_mask)
+  return interaction.channel_decorrelation_loss(video_repr[1], video_weights, text_repr[1], text_weights, text_mask)
+
+
+def cdcr_weight(config) -> float:
+  """network.cdcr_weight resolved: unset (None) = DRL's 0.001 with interaction='wti', else 0."""
+  weight = config.network.get('cdcr_weight')
+  if weight is None:
+    return 0.001 if config.network.interaction == 'wti' else 0.0
+  return float(weight)
+
+
+def loss_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, accum_steps: int = 1,
+                   cdcr_weight: float = 0.0):
+  """`loss_parts_and_grads` without the parts: (loss, grads)."""
+  loss, _, grads = loss_parts_and_grads(module, params, frames, ids, labels, rng, accum_steps, cdcr_weight)
+  return loss, grads
+
+
+def loss_parts_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, accum_steps: int = 1,
+                         cdcr_weight: float = 0.0):
+  """The training loss on the whole batch, its parts and its gradient: (loss, {'kl': ..., 'cdcr': ...}, grads).
+
+  The loss is ActionCLIP's KL loss plus, with WTI and cdcr_weight > 0, cdcr_weight x DRL's channel decorrelation
+  regularizer (`interaction.channel_decorrelation_loss`) on the batch's (video i, its sampled text i) pairs; parts
+  has the unweighted regularizer under 'cdcr' (0 when off).
 
   With accum_steps > 1 the batch is encoded in that many chunks, twice (GradCache): once without gradients to
   get every embedding, then the loss gradient w.r.t. the embeddings is pulled back through each chunk's encoder.
@@ -82,10 +126,16 @@ def loss_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, a
   def loss_from(p, video_repr, text_repr):
     scores = module.apply({'params': p}, video_repr, text_repr, text_mask, method=_similarity)
     logits = jnp.exp(p['clip']['logit_scale']) * scores.astype(jnp.float32)
-    return losses.actionclip_loss_from_logits(logits, labels)
+    kl = losses.actionclip_loss_from_logits(logits, labels)
+    if not cdcr_weight:
+      return kl, {'kl': kl, 'cdcr': jnp.zeros((), jnp.float32)}
+    cdcr = module.apply({'params': p}, video_repr, text_repr, text_mask, method=_channel_decorrelation)
+    return losses.with_regularizer(kl, cdcr, cdcr_weight), {'kl': kl, 'cdcr': cdcr}
 
   if accum_steps == 1:
-    return jax.value_and_grad(lambda p: loss_from(p, *encode(p, frames, ids, rng)))(params)
+    (loss, parts), grads = jax.value_and_grad(lambda p: loss_from(p, *encode(p, frames, ids, rng)),
+                                              has_aux=True)(params)
+    return loss, parts, grads
 
   def split(x):  # chunk j = samples j, j + k, ...: each chunk keeps every device's share of the batch
     return x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]).swapaxes(0, 1)
@@ -95,7 +145,7 @@ def loss_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, a
 
   chunks = (split(frames), split(ids), jax.random.split(rng, accum_steps))
   reprs = jax.lax.map(lambda c: encode(params, *c), chunks)
-  loss, (head_grads, *repr_grads) = jax.value_and_grad(loss_from, argnums=(0, 1, 2))(
+  (loss, parts), (head_grads, *repr_grads) = jax.value_and_grad(loss_from, argnums=(0, 1, 2), has_aux=True)(
       params, *jax.tree_util.tree_map(merge, reprs))
 
   def pull_back(acc, chunk):
@@ -105,10 +155,13 @@ def loss_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, a
 
   encoder_grads, _ = jax.lax.scan(pull_back, jax.tree_util.tree_map(jnp.zeros_like, params),
                                   (*chunks, jax.tree_util.tree_map(split, tuple(repr_grads))))
-  return loss, jax.tree_util.tree_map(jnp.add, head_grads, encoder_grads)
+  return loss, parts, jax.tree_util.tree_map(jnp.add, head_grads, encoder_grads)
 
 
-def make_train_step(module, tx, table, accum_steps: int, compute_dtype):
+def make_train_step(module, tx, table, accum_steps: int, compute_dtype, *, cdcr_weight: float = 0.0,
+                    weight_storage: str = 'float32'):
+  """The jit-able step. `weight_storage` (optim.store) rounds what it keeps after each update, as the official
+  trainer does with 'official_fp16'."""
   table = jnp.asarray(table)
 
   def train_step(state, batch, rng):
@@ -116,10 +169,12 @@ def make_train_step(module, tx, table, accum_steps: int, compute_dtype):
     text_rng, dropout_rng = jax.random.split(rng)
     frames = augment.normalize(batch['frames'], compute_dtype)
     ids = prompts.sample_text_ids(text_rng, batch['label'], table)
-    loss, grads = loss_and_grads(module, state['params'], frames, ids, batch['label'], dropout_rng, accum_steps)
+    loss, parts, grads = loss_parts_and_grads(module, state['params'], frames, ids, batch['label'], dropout_rng,
+                                              accum_steps, cdcr_weight)
     updates, opt_state = tx.update(grads, state['opt'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
+    params = optim.store(optax.apply_updates(state['params'], updates), weight_storage)
     stats = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+             **({'loss_kl': parts['kl'], 'cdcr': parts['cdcr']} if cdcr_weight else {}),
              'logit_scale': jnp.exp(state['params']['clip']['logit_scale'])}
     return {'params': params, 'opt': opt_state, 'step': state['step'] + 1}, stats
 
@@ -210,7 +265,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batch_shapes = {'frames': jax.ShapeDtypeStruct(frames_shape, jnp.uint8, sharding=batch_sharding),
                   'label': jax.ShapeDtypeStruct((config.data.batch_size,), jnp.int32, sharding=batch_sharding),
                   'video_id': jax.ShapeDtypeStruct((config.data.batch_size,), jnp.int32, sharding=batch_sharding)}
-  step_fn = make_train_step(module, tx, table, config.solver.grad_accum_steps, jnp.dtype(mcfg.clip.dtype))
+  step_fn = make_train_step(module, tx, table, config.solver.grad_accum_steps, jnp.dtype(mcfg.clip.dtype),
+                            cdcr_weight=cdcr_weight(config),
+                            weight_storage=config.solver.get('weight_storage', 'float32'))
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
   train_step = jax.jit(step_fn, in_shardings=(state_sharding, batch_sharding, sharding.replicated(mesh)),
                        out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
@@ -231,6 +288,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
     if config.init_from:
       state['params'] = init_from(config.init_from, state['params'])
+      # OpenAI's CLIP files hold those weights in fp16 already: rounding changes them only for other sources.
+      state['params'] = jax.jit(functools.partial(optim.store, weight_storage=config.solver.get(
+          'weight_storage', 'float32')), out_shardings=params_sharding)(state['params'])
       state['opt'] = jax.jit(tx.init, out_shardings=opt_sharding)(state['params'])
       logging.info('Initialized from %s', config.init_from)
     logging.info('Started %s from step 0', workdir)
@@ -253,21 +313,24 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {}
   progress = metrics.Progress(total_steps, initial=start, enabled=jax.process_index() == 0)
   lr_at = functools.partial(optim.learning_rates, config.solver, warmup_steps, total_steps)
-  tick, last_logged = time.perf_counter(), start
+  cost = compiled.cost_analysis()  # per device; a list of one dict in some jax versions
+  cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+  timer = metrics.StepTimer(config.data.batch_size, total_steps, start,
+                            flops_per_step=(cost or {}).get('flops'),
+                            peak=metrics.peak_flops(jax.devices()[0].device_kind))
   try:
     for step in range(start + 1, total_steps + 1):
-      batch = global_batch(next(data_iterator), mesh, sharding.BATCH_AXES)
+      with timer.data_wait():
+        batch = global_batch(next(data_iterator), mesh, sharding.BATCH_AXES)
       state, stats = compiled(state, batch, rng)
       is_last = step == total_steps
       if step % config.log_every_steps == 0 or is_last or step % config.checkpoint_every_steps == 0:
         stats = jax.device_get(stats)
         metrics.check_finite(step, stats['loss'])
-        now = time.perf_counter()
-        clips_per_sec = (step - last_logged) * config.data.batch_size / (now - tick)
-        tick, last_logged = now, step
-        writer.write(step, {**{k: float(v) for k, v in stats.items()}, 'lr': float(lr_at(step)),
-                            'clips_per_sec': clips_per_sec})
-        progress.update(step, loss=float(stats['loss']), clips_per_sec=clips_per_sec)
+        timing = timer.lap(step)
+        eta_s = timing.pop('eta_s')
+        writer.write(step, {**{k: float(v) for k, v in stats.items()}, 'lr': float(lr_at(step)), **timing})
+        progress.update(step, loss=float(stats['loss']), clips_per_sec=timing['clips_per_sec'], eta_s=eta_s)
       stop = any_preempted()
       # Evaluated before this step's checkpoint: a checkpoint at step N means N's evaluation is recorded, so a run
       # killed during an evaluation redoes it when resumed, from the previous checkpoint, which is complete before
@@ -276,7 +339,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                 or is_last):
         ckpt.wait()
         logging.info('Evaluating step %d on %s', step, config.data.val_list)
-        results = evaluate.evaluate_params(config, workdir, module, state['params'], mesh, names)
+        with timer.excluded():  # the next logged step_s is the steps' time, not the evaluation's
+          results = evaluate.evaluate_params(config, workdir, module, state['params'], mesh, names)
         writer.write_eval(f'{config.eval.name}_step{step}', results)
         ckpt.save_best(step, state, config_dict, results['top1'])
       if step % config.checkpoint_every_steps == 0 or is_last or stop:

@@ -25,6 +25,7 @@ class ActionCLIPConfig:
   sim_header: str = 'Transf'
   interaction: str = 'global'
   conv_official_reshape: bool = False  # reproduce the official Conv_1D's reshape (for its checkpoints)
+  head_init: str = 'official'  # how Transf / Transf_cls start: heads.HEAD_INITS
 
   def __post_init__(self):
     problems = []
@@ -54,7 +55,7 @@ class ActionCLIP(nn.Module):
     self.fusion = heads.make_visual_prompt(
         c.sim_header, num_frames=1 if c.clip.joint else c.clip.num_frames,
         text_heads=max(1, c.clip.transformer_width // 64), dtype=c.clip.dtype,
-        conv_official_reshape=c.conv_official_reshape)
+        conv_official_reshape=c.conv_official_reshape, init=c.head_init)
     if c.interaction == 'wti':
       self.interaction = interaction.WTI(c.clip.embed_dim, dtype=c.clip.dtype)
 

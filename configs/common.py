@@ -45,6 +45,7 @@ def base() -> ml_collections.ConfigDict:
   # directory `python -m data_pipelines.pack` wrote.
   c.data.train_list = ''
   c.data.val_list = ''
+  c.data.val_lists = ml_collections.config_dict.placeholder(tuple)  # zero-shot protocol=splits (and half): lists
   c.data.label_list = ''  # `id,name` CSV with a header
   c.data.num_classes = 0  # rows of label_list; 0 = take whatever it has, > 0 = checked against it at start
   c.data.num_segments = 8
@@ -52,9 +53,18 @@ def base() -> ml_collections.ConfigDict:
   c.data.batch_size = 128  # global, over all processes
   c.data.input_size = 224
   c.data.short_side = 256  # decode/resize to this short side before cropping
+  # Training frames: a random frame in each segment (TSN's random shift). The official HMDB51/UCF101 configs have no
+  # random_shift key, which their dotmap reads as false, so those train on segment-centre frames (as does, by its
+  # printed config, the released K400 log): False is the official behaviour. True by default: it shows each video's
+  # frames in more combinations, as every TSN-style recipe does.
   c.data.random_shift = True
   c.data.flip = True
   c.data.randaug = ml_collections.ConfigDict({'N': 2, 'M': 9})
+  # 'clip': colour jitter and RandAugment are drawn once per clip, RandAugment after the crop (every frame of a clip
+  # gets the same transform, so the augmentation adds no fake motion; and it runs on the crop, cheaper).
+  # 'official': the official order, RandAugment on each full-size frame independently before the crop, and colour
+  # jitter with new factors per frame.
+  c.data.augment_order = 'clip'
   c.data.image_tmpl = 'img_{:05d}.jpg'
   c.data.index_bias = 1
   c.data.workers = 4  # grain worker processes per host
@@ -63,16 +73,32 @@ def base() -> ml_collections.ConfigDict:
   c.network = ml_collections.ConfigDict()
   c.network.arch = 'ViT-B/32'  # a CLIP preset (clip.PRESETS)
   c.network.sim_header = 'Transf'  # meanP | Conv_1D | LSTM | Transf | Transf_cls
+  # How Transf / Transf_cls start (heads.HEAD_INITS): 'official' (N(0, 0.02), xavier in_proj) or 'scaled' (CLIP's
+  # width-scaled stds). 'scaled' by default: the two nearly agree at ViT-B's width, and at small widths the official
+  # init starts Transf nearly order-blind and it learns order slowly. Measured with tests/test_learning.py's setup
+  # (frozen random tiny CLIP, width 32, left vs right, 48 val videos, chance 50%): 200 AdamW steps at 5e-3 give
+  # 89.6% val top-1 with 'scaled' and 52.1% with 'official'; 300 steps at 3e-3, 91.7% and 81.3%.
+  c.network.head_init = 'scaled'
   c.network.interaction = 'global'  # global | wti
+  # Weight of DRL's channel decorrelation regularizer in the training loss (interaction='wti' only); None = DRL's
+  # default, 0.001 with WTI, 0 otherwise (train.cdcr_weight). Logged as `cdcr` (unweighted) beside `loss_kl`.
+  c.network.cdcr_weight = ml_collections.config_dict.placeholder(float)
   c.network.joint = False
   c.network.tsm = False
   c.network.drop_out = 0.0
   c.network.emb_dropout = 0.0
   c.network.fix_text = False  # freeze the text tower
   c.network.fix_img = False  # freeze the image tower
-  c.network.dtype = 'bfloat16'  # compute dtype; params and optimizer state stay float32
+  # Compute dtype; params and optimizer state stay float32. 'auto' = bfloat16 on GPU/TPU, float32 on CPU, where
+  # XLA's bfloat16 dot is slower than its float32 dot (2-core Xeon with AMX, benchmarks/train_step.py, BENCHMARKS.md:
+  # 2048^2 dot bf16 215 vs f32 250 GFLOP/s; ViT-B/32 8-frame train step B=4 7.3 s bf16 vs 6.0 s f32). An explicit
+  # dtype wins; resolved in train.compute_dtype.
+  c.network.dtype = 'auto'
   c.network.remat = False  # rematerialize each residual block
   c.network.templates = ml_collections.config_dict.placeholder(tuple)  # None = the 16 ActionCLIP templates
+  # Conv_1D's reshape: 'transpose' ([b, t, c] -> [b, c, t], what the official code means), 'official' (its `view`,
+  # which its checkpoints were trained with), 'auto' = official when init_from is an official ActionCLIP checkpoint.
+  c.network.conv_reshape = 'auto'
 
   c.solver = ml_collections.ConfigDict()
   c.solver.type = 'cosine'
@@ -85,7 +111,13 @@ def base() -> ml_collections.ConfigDict:
   c.solver.eps = 1e-8
   c.solver.ratio = 1.0  # visual tower lr multiplier
   c.solver.f_ratio = 10.0  # fusion/interaction head lr multiplier
-  c.solver.clip_gradient = 20.0  # global norm; 0 = off
+  # Global-norm gradient clipping; 0 = off. The official YAMLs list clip_gradient: 20 but the official train.py
+  # never reads it (official: 0). Kept at 20 here: a cheap guard against a bad batch blowing up fine-tuning.
+  c.solver.clip_gradient = 20.0
+  # 'float32': float32 master weights, fully updated and decayed. 'official_fp16': the official train.py keeps CLIP's
+  # conv/linear/attention weights in fp16 and rounds them back after every AdamW step (no master copy), so at lr
+  # 5e-6 most of them never move and their weight decay is lost (optim.store). float32 by default for that reason.
+  c.solver.weight_storage = 'float32'
   c.solver.grad_accum_steps = 1
 
   c.mesh = ml_collections.ConfigDict()
@@ -103,10 +135,36 @@ def base() -> ml_collections.ConfigDict:
   c.eval.num_clips = 1
   c.eval.num_crops = 1
   c.eval.max_videos = 0  # > 0: only the first N (quick checks)
-  c.eval.protocol = 'full'  # zero-shot: full (all classes) | half (eval.half_splits random half-class splits)
+  # Frames reach the eval resize already scaled to data.short_side (bilinear, inside the decoder: a full-size K400
+  # frame costs several times more to convert and resize). False = the official path: full-size frames, one
+  # bicubic resize (packed data stays at the size it was packed at).
+  c.eval.prescale = True
+  # The official test drops the last partial batch (19,328 of K400's 19,357 videos); we score every video.
+  # True drops the last len % eval.batch_size videos of the list, as the official test does with its batch size.
+  c.eval.drop_last = False
+  # Compute dtype of --mode=eval/zero_shot/few_shot: float32 gives the PyTorch numbers of an official checkpoint
+  # (parity is tested in float32); '' = network.dtype (bfloat16 is faster on accelerators, and may flip near-tied
+  # predictions). Evaluation during training uses network.dtype.
+  c.eval.dtype = 'float32'
+  # Zero-shot: full (all classes) | half (eval.half_splits random half-class splits over every listed video) |
+  # splits (each of data.val_lists, e.g. the 3 official HMDB51/UCF101 test splits) | k600 (eval.subsets random
+  # subsets of eval.subset_classes classes among those not named in eval.known_label_list).
+  c.eval.protocol = 'full'
   c.eval.half_splits = 10
+  c.eval.subsets = 3
+  c.eval.subset_classes = 160
+  c.eval.known_label_list = ''  # k600: the Kinetics-400 label CSV; its classes are left out ('' = none)
   c.eval.shots = 16  # few-shot K
-  c.eval.fewshot_steps = 300
+  # Few-shot as Lin et al. 2023 run it: logit scale 100, AdamW, linear warm-up then cosine over fewshot_steps
+  # iterations; lr x weight decay grid searched on a validation split carved from the K shots (early stopping on
+  # it), then refit on all K shots; repeated for each of fewshot_seeds (each its own K-shot draw).
+  c.eval.fewshot_steps = 12800
+  c.eval.fewshot_warmup = 50
+  c.eval.fewshot_batch_size = 32  # video features per step, plus as many prompt texts
+  c.eval.fewshot_lrs = (1e-3, 1e-4)
+  c.eval.fewshot_wds = (1e-4, 1e-2)
+  c.eval.fewshot_eval_every = 100  # early stopping: validation accuracy every this many iterations
+  c.eval.fewshot_seeds = (1, 2, 3)
   c.eval.name = 'val'
   return c
 
@@ -137,8 +195,8 @@ def dataset(c: ml_collections.ConfigDict, name: str) -> None:
 
 
 def finetune(arg, name: str) -> ml_collections.ConfigDict:
-  """Fine-tuning on a small dataset from a Kinetics-400 model (official `*_ft.yaml`): batch 32, no RandAugment,
-  lr 5e-6 (head x 10), 5 warm-up epochs then cosine over 50."""
+  """Fine-tuning on a small dataset (official `*_ft.yaml`, `ucf_train.yaml`): batch 32, no RandAugment, lr 5e-6
+  (head x 10), 5 warm-up epochs then cosine over 50."""
   c = base()
   dataset(c, name)
   video_model(c, arg)
@@ -160,7 +218,31 @@ def evaluation(arg) -> ml_collections.ConfigDict:
   return c
 
 
+def official(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Every switch to the official code's behaviour (README, "Differences from the official code"), on any config.
+
+  Training: segment-centre frames, RandAugment per full-size frame before the crop and colour jitter per frame,
+  no gradient clipping (the official train.py never reads clip_gradient), CLIP's conv/linear/attention weights
+  stored in fp16 between steps, the official head init and Conv_1D reshape. Evaluation: full-size frames into one
+  bicubic resize, the last partial batch dropped, float32.
+  """
+  c.data.random_shift = False
+  c.data.augment_order = 'official'
+  c.solver.clip_gradient = 0.0
+  c.solver.weight_storage = 'official_fp16'
+  c.network.head_init = 'official'
+  c.network.conv_reshape = 'official'
+  c.eval.prescale = False
+  c.eval.drop_last = True
+  c.eval.dtype = 'float32'
+  # -- eval-side / head-init official switches added by others go above this line --
+  return c
+
+
 def finish(c: ml_collections.ConfigDict, arg) -> ml_collections.ConfigDict:
+  """`arg.official` (where the config has it) turns on every official switch; `arg.runlocal` shrinks the run."""
+  if arg.get('official', False):
+    official(c)
   return runlocal(c) if arg.runlocal else c
 
 
@@ -182,5 +264,12 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval.batch_size = 4
   c.eval.max_videos = 8
   c.eval.fewshot_steps = 20
+  c.eval.fewshot_warmup = 2
+  c.eval.fewshot_eval_every = 5
+  c.eval.fewshot_lrs = (1e-3,)
+  c.eval.fewshot_wds = (1e-4,)
+  c.eval.fewshot_seeds = (1, 2)
+  c.eval.subset_classes = 2
+  c.eval.subsets = 2
   c.eval.half_splits = 2
   return c

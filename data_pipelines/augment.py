@@ -15,7 +15,11 @@ grayscale together are one affine colour map, a single PIL pass per frame (`Colo
 short video repeats is transformed once. Four deliberate differences from the official code: colour
 jitter and RandAugment are drawn once per clip, not per frame; RandAugment runs after the crop rather
 than before it; hue is rotated in YIQ space rather than shifted in HSV space (see `_hue_matrix`); and
-the colour steps are clipped to [0, 255] once, at the end, rather than after each step.
+the colour steps are clipped to [0, 255] once, at the end, rather than after each step. The first two
+are switchable: `per_frame=True` (config `data.augment_order='official'`) runs the official order and
+draws: RandAugment on each full-size frame with its own ops, then the clip's crop and flip, then colour
+jitter with new factors (and order) for each frame; whether jitter and grayscale happen at all is still
+decided once per clip, as the official `GroupRandomColorJitter` / `GroupRandomGrayscale` do.
 
 Evaluation resizes the short side to `input_size * 256 // 224` (bicubic, as `GroupScale`) and takes the
 centre crop; with `num_crops=3` it resizes the short side to `input_size` and takes left/centre/right
@@ -171,21 +175,46 @@ class TrainAugment:
   hue: float = 0.1
   grayscale_p: float = 0.2
   randaugment: RandAugment | None = None
+  # The official order and per-frame draws (see the module docstring); False: one draw per clip.
+  per_frame: bool = False
+
+  def _jitter_factors(self, rng: np.random.Generator) -> dict:
+    return dict(brightness=rng.uniform(1 - self.brightness, 1 + self.brightness),
+                contrast=rng.uniform(1 - self.contrast, 1 + self.contrast),
+                saturation=rng.uniform(1 - self.saturation, 1 + self.saturation),
+                hue=rng.uniform(-self.hue, self.hue), order=tuple(rng.permutation(4).tolist()))
 
   def _color(self, rng: np.random.Generator) -> ColorJitter | None:
     """The clip's colour jitter (p `jitter_p`) and grayscale (p `grayscale_p`); None if neither."""
-    jitter = {'order': ()}
-    if rng.random() < self.jitter_p:
-      jitter = dict(brightness=rng.uniform(1 - self.brightness, 1 + self.brightness),
-                    contrast=rng.uniform(1 - self.contrast, 1 + self.contrast),
-                    saturation=rng.uniform(1 - self.saturation, 1 + self.saturation),
-                    hue=rng.uniform(-self.hue, self.hue), order=tuple(rng.permutation(4).tolist()))
+    jitter = self._jitter_factors(rng) if rng.random() < self.jitter_p else {'order': ()}
     gray = rng.random() < self.grayscale_p
     return ColorJitter(**jitter, gray=gray) if jitter['order'] or gray else None
+
+  def _per_frame(self, images: list, rng: np.random.Generator) -> np.ndarray:
+    """The official order: RandAugment per full-size frame, the clip's crop and flip, jitter factors per frame."""
+    if self.randaugment:
+      images = [functools.reduce(lambda image, op: op(image), self.randaugment.draw(rng, image.size), image)
+                for image in images]
+    size = (self.input_size, self.input_size)
+    box = multi_scale_crop_box(*images[0].size, self.input_size, self.scales, self.max_distort, rng)
+    flip = self.flip and rng.random() < 0.5
+    jitter = rng.random() < self.jitter_p
+    gray = rng.random() < self.grayscale_p
+    out = np.empty((len(images), *size, 3), np.uint8)
+    for t, image in enumerate(images):
+      image = image.resize(size, Image.BILINEAR, box=box)
+      if flip:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+      if jitter or gray:
+        image = ColorJitter(**(self._jitter_factors(rng) if jitter else {'order': ()}), gray=gray)(image)
+      out[t] = np.asarray(image)[..., None] if image.mode == 'L' else image
+    return out
 
   def __call__(self, frames, rng: np.random.Generator) -> np.ndarray:
     """uint8 `[T, H, W, 3]`, or T RGB PIL images, to uint8 `[T, input_size, input_size, 3]`."""
     images = [frame if isinstance(frame, Image.Image) else Image.fromarray(frame) for frame in frames]
+    if self.per_frame:
+      return self._per_frame(images, rng)
     size = (self.input_size, self.input_size)
     box = multi_scale_crop_box(*images[0].size, self.input_size, self.scales, self.max_distort, rng)
     flip = self.flip and rng.random() < 0.5

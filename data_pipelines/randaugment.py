@@ -3,8 +3,10 @@
 ActionCLIP inserts ildoonet's `RandAugment(N, M)` in front of its transforms and applies it to every
 frame independently, so one clip's frames get different ops. Here the N ops, their signs and the
 cutout position are drawn once per clip and applied to every frame, like the other augmentations: the
-clip stays one motion. Ops, ranges and the magnitude mapping `M / 30 * (max - min) + min` (M in 0..30)
-are the package's, quirks included (posterize keeps `int(4 * M / 30)` bits).
+clip stays one motion (`TrainAugment(per_frame=True)`, config `data.augment_order='official'`, draws once
+per frame instead, on the full-size frame). Ops, ranges and the magnitude mapping
+`M / 30 * (max - min) + min` (M in 0..30) are the package's, quirks included (posterize keeps
+`int(4 * M / 30)` bits).
 """
 import dataclasses
 

@@ -12,12 +12,12 @@ Two generators:
 
 The world's verbs come in pairs, each verb the time reverse of the other (left/right, up/down, clockwise/
 counter-clockwise, growing/shrinking, appearing/disappearing), and every video draws its random numbers the same way
-whatever its verb: only which attribute follows the clock differs. So a single frame carries no information about
-the verb. Within a pair this is exact, since reversing a video of one verb gives a video of the other with the same
-distribution; across pairs every frame's position, size and orientation have the same distribution too (a video's
-static attributes are drawn from the distribution its changing attribute sweeps), and only visibility tells the
+whatever its verb: only which attribute follows the clock differs. Within a pair a single frame says nothing about
+the verb, exactly: reversing a video of one verb gives a video of the other, with the same distribution. Across
+pairs every frame's position, size and orientation have the same distribution too (a video's static attributes are
+drawn from the distribution its changing attribute sweeps); only a missing or faded object tells the
 appear/disappear pair from the others. An order-blind model (meanP) can at best tell the pairs apart from the spread
-of its frames; telling a verb from its partner takes the order of the frames.
+of a clip's frames; telling a verb from its partner takes their order.
 
 Objects are two-tone, their front half (the side their orientation points to) darker, so a circle's rotation shows
 at 32 pixels, and a rotation's direction is never ambiguous: between two sampled frames of a clip the object turns
@@ -332,9 +332,9 @@ def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout
   relative to `out`, different videos of the seen classes), `heldout_labels.csv`, `heldout.txt` (videos of the
   held-out classes, labels index heldout_labels.csv), `heldout_train.txt` (other videos of those classes, for
   few-shot training), `pretrain/captions.csv` (`path,caption`, paths relative to `out/pretrain`: single pictures
-  whose captions name the object's colour, shape and position) and `world.json` (`classes`: per class its id,
-  name, shape, colour, verb and split `seen|heldout`, and the arguments). Videos are `size` pixels square,
-  `frames[0]..frames[1]` frames long.
+  whose captions name the object's size, colour, shape, orientation and position, see `caption`) and `world.json`
+  (`classes`: per class its id, name, shape, colour, verb and split `seen|heldout`; and the seed, size, frame range
+  and verb pairs). Videos are `size` pixels square, `frames[0]..frames[1]` frames long.
   """
   unknown = sorted(set(verbs) - set(VERBS)) + sorted({c for c, _ in objects} - set(COLOURS))
   unknown += sorted({s for _, s in objects} - set(SHAPES))
@@ -391,10 +391,10 @@ def _write_captions(folder: str, seed: int, size: int, count: int) -> None:
     writer = csv.writer(f)
     writer.writerow(('path', 'caption'))
     for i in range(count):
-      picture, caption = _caption_picture(rng, size)
+      picture, text = _caption_picture(rng, size)
       name = f'images/{i:05d}.png'
       Image.fromarray(picture).save(os.path.join(folder, name))
-      writer.writerow((name, caption))
+      writer.writerow((name, text))
 
 
 def main(argv=None) -> None:

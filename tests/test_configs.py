@@ -18,9 +18,9 @@ if ROOT not in sys.path:  # config files import `configs.common`, as under `pyth
 # Every config file with the variants its docstring lists; a new file must be added here.
 VARIANTS = {
     'k400': ['', 'arch=ViT-B/16', 'arch=ViT-B/16,frames=16', 'arch=ViT-B/16,frames=32', 'wti',
-             'arch=ViT-B/16,frames=32,wti'],
-    'hmdb51': ['', 'arch=ViT-B/32', 'frames=16', 'frames=32', 'wti'],
-    'ucf101': ['', 'arch=ViT-B/32', 'frames=16', 'frames=32', 'wti'],
+             'arch=ViT-B/16,frames=32,wti', 'official', 'arch=ViT-B/16,official'],
+    'hmdb51': ['', 'arch=ViT-B/32', 'frames=16', 'frames=32', 'ft', 'ft,frames=32,official', 'wti'],
+    'ucf101': ['', 'arch=ViT-B/32', 'frames=16', 'frames=32', 'official', 'wti'],
     'zero_shot': ['', 'dataset=ucf101', 'dataset=k600', 'dataset=any', 'protocol=half',
                   'dataset=ucf101,protocol=half,wti'],
     'few_shot': ['shots=2', 'shots=4', 'shots=8', 'shots=16', 'dataset=ucf101', 'dataset=k400', 'dataset=any,wti'],
@@ -101,11 +101,30 @@ def test_k400_recipe_matches_the_paper():
   assert get_config('k400', 'arch=ViT-B/16,frames=32').data.num_segments == 32
 
 
+def test_official_preset_turns_on_every_official_switch_and_the_defaults_are_ours():
+  ours, official = get_config('k400'), get_config('k400', 'official')
+  switches = {'data.random_shift': (True, False), 'data.augment_order': ('clip', 'official'),
+              'solver.clip_gradient': (20.0, 0.0), 'solver.weight_storage': ('float32', 'official_fp16'),
+              'network.head_init': ('scaled', 'official'), 'network.conv_reshape': ('auto', 'official'),
+              'eval.prescale': (True, False), 'eval.drop_last': (False, True)}
+  for field, values in switches.items():
+    section, key = field.split('.')
+    assert (ours[section][key], official[section][key]) == values, field
+  # Everything else is the recipe, unchanged.
+  changed = {f'{s}.{k}' for s in ('data', 'network', 'solver', 'eval') for k in ours[s]
+             if ours[s][k] != official[s][k]}
+  assert changed == set(switches)
+  for name in ('hmdb51', 'ucf101'):
+    c = get_config(name, 'official')
+    assert (c.solver.weight_storage, c.data.random_shift, c.solver.clip_gradient) == ('official_fp16', False, 0.0)
+
+
 def test_finetune_and_eval_recipes():
-  for name, classes in (('hmdb51', 51), ('ucf101', 101)):
-    c = get_config(name)
-    assert (c.data.num_classes, c.data.batch_size, c.solver.epochs, c.solver.lr) == (classes, 32, 50, 5e-6)
-    assert (c.data.randaug.N, c.network.arch) == (0, 'ViT-B/16')
+  # hmdb_train.yaml (from CLIP, batch 64); hmdb_ft.yaml (`ft`, from K400, batch 32); ucf_train.yaml (batch 32).
+  for (name, arg), classes, batch in ((('hmdb51', ''), 51, 64), (('hmdb51', 'ft'), 51, 32), (('ucf101', ''), 101, 32)):
+    c = get_config(name, arg)
+    assert (c.data.num_classes, c.data.batch_size, c.solver.epochs, c.solver.lr) == (classes, batch, 50, 5e-6)
+    assert (c.data.randaug.N, c.network.arch, c.solver.lr_warmup_step, c.solver.f_ratio) == (0, 'ViT-B/16', 5, 10.0)
   assert get_config('zero_shot', 'protocol=half').eval.protocol == 'half'
   assert get_config('zero_shot').eval.protocol == 'full'
   assert get_config('zero_shot', 'dataset=ucf101').data.num_classes == 101
@@ -166,6 +185,10 @@ BAD = {
     'half_splits': (lambda c: c.eval.update(protocol='half', half_splits=0), 'zero_shot', 1, 1, 'eval.half_splits'),
     'shots': (lambda c: c.eval.update(shots=0), 'few_shot', 1, 1, 'eval.shots'),
     'input_size': (lambda c: c.data.update(input_size=36), 'train', 1, 1, 'data.input_size=36'),
+    'weight_storage': (lambda c: c.solver.update(weight_storage='fp16'), 'train', 1, 1, 'solver.weight_storage'),
+    'augment_order': (lambda c: c.data.update(augment_order='frame'), 'train', 1, 1, 'data.augment_order'),
+    'head_init': (lambda c: c.network.update(head_init='xavier'), 'train', 1, 1, 'network.head_init'),
+    'cdcr_without_wti': (lambda c: c.network.update(cdcr_weight=0.001), 'train', 1, 1, 'network.cdcr_weight'),
 }
 
 
@@ -258,5 +281,15 @@ def test_packed_source_takes_directories(tmp_path):
     c.data[field] = str(packed)
   config_checks.check(c, 'train', 1, 1)
   config_checks.check(c, 'eval', 1, 1)
-  with pytest.raises(ValueError, match='mode=few_shot draws K videos per class from a list file'):
-    config_checks.check(c, 'few_shot', 1, 1)
+  config_checks.check(c, 'few_shot', 1, 1)  # K shots are drawn from the packed records too
+
+
+def test_dtype_auto_is_float32_on_cpu_bfloat16_on_accelerators_and_an_explicit_dtype_wins():
+  from actionclip_jax import train
+  c = get_config('k400')
+  assert c.network.dtype == 'auto'
+  assert [train.compute_dtype('auto', p) for p in ('cpu', 'gpu', 'tpu')] == ['float32', 'bfloat16', 'bfloat16']
+  assert train.compute_dtype('bfloat16', 'cpu') == 'bfloat16'
+  assert train.model_config(c).clip.dtype == 'float32'  # the tests run on the CPU
+  c.network.dtype = 'bfloat16'
+  assert train.model_config(c).clip.dtype == 'bfloat16'

@@ -1,5 +1,6 @@
 """The demo: CLIP pre-training's loss and step against PyTorch's cross-entropy, its data and start-up checks, and the
-whole `make demo` job in its `--quick` form (a tiny world, four steps a run), end to end through launch.py."""
+whole `make demo` job in its `--quick` form (a tiny world, four steps, the `transf` run with K = 4), end to end
+through launch.py."""
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from actionclip_jax import checkpoints, clip, config_checks, optim, pretrain, tokenize
+from actionclip_jax import checkpoints, clip, config_checks, demo, optim, pretrain, tokenize
 from data_pipelines import augment, pipeline, sampling
 from data_pipelines.annotations import AnnotationError
 from data_pipelines.bad_videos import BadVideoLog, read_bad_videos
@@ -149,7 +150,7 @@ def quick_demo(tmp_path_factory):
 
 def test_quick_demo_runs_every_stage(quick_demo):
   workdir, results = quick_demo
-  runs = tuple(demo_config.RUNS)
+  runs, shots = demo.QUICK_RUNS, demo.QUICK_SHOTS
   with open(os.path.join(workdir, 'data', 'world.json')) as f:
     classes = json.load(f)['classes']
   seen = sum(c['split'] == 'seen' for c in classes)
@@ -162,7 +163,7 @@ def test_quick_demo_runs_every_stage(quick_demo):
       assert videos[split] == len(f.readlines())
 
   stages = ['world', 'pretrain', *(f'{run}{part}' for run in runs
-                                   for part in ('', '_direction', '_zero_shot', '_few_shot_2', '_few_shot_4')),
+                                   for part in ('', '_direction', '_zero_shot', *(f'_few_shot_{k}' for k in shots))),
             'report', 'total']
   assert set(results['timing_s']) >= set(stages)
   assert all(results['timing_s'][s] > 0 for s in stages)
@@ -190,15 +191,18 @@ def test_quick_demo_runs_every_stage(quick_demo):
     assert 0 <= r['val_direction']['top1'] <= 100 and r['val_direction']['videos'] == direction_videos
     assert r['zero_shot']['classes'] == heldout and r['zero_shot']['videos'] == videos['heldout']
     assert math.isclose(r['zero_shot']['chance'], 100 / heldout)
-    assert {k for k in r if k.startswith('few_shot_')} == {'few_shot_2', 'few_shot_4'}
+    assert {k for k in r if k.startswith('few_shot_')} == {f'few_shot_{k}' for k in shots}
     assert set(r) == set(results['evaluations'])
     with open(os.path.join(run_dir, 'val_direction_predictions.json')) as f:
       assert len(json.load(f)) == direction_videos > 0
-    for shots in ('2', '4'):
-      few = r[f'few_shot_{shots}']
-      assert few['shots'] == int(shots) and few['videos'] == videos['heldout']
-      with open(os.path.join(run_dir, f'few_shot_{shots}', f'fewshot_{shots}shot_train.txt')) as f:
-        assert len(f.readlines()) == int(shots) * heldout  # K videos of each held-out class
+    for k in shots:
+      few = r[f'few_shot_{k}']
+      assert few['shots'] == k and few['videos'] == videos['heldout']
+      draws = [name for name in os.listdir(os.path.join(run_dir, f'few_shot_{k}')) if name.endswith('_train.txt')]
+      assert draws, f'few_shot_{k} wrote no K-shot list'
+      for name in draws:
+        with open(os.path.join(run_dir, f'few_shot_{k}', name)) as f:
+          assert len(f.readlines()) == k * heldout  # K videos of each held-out class
     # The fine-tune started from the pre-trained CLIP: same tree, same shapes.
     assert shapes(checkpoints.read_params(run_dir)['clip']) == shapes(pretrained['clip'])
     with open(os.path.join(workdir, 'logs', f'{run}.log')) as f:
@@ -206,3 +210,13 @@ def test_quick_demo_runs_every_stage(quick_demo):
     with open(os.path.join(run_dir, 'config.json')) as f:
       network = json.load(f)['network']
     assert (network['sim_header'], network['interaction']) == demo_config.RUNS[run]
+
+
+def test_the_full_demo_runs_every_variant_of_the_config():
+  """The quick demo trains one run; the full one trains every fine-tune variant of configs/demo.py, with their
+  evaluations."""
+  assert set(demo.RUNS) == set(demo_config.RUNS) and set(demo.QUICK_RUNS) <= set(demo.RUNS)
+  assert set(demo.QUICK_SHOTS) <= set(demo.SHOTS)
+  for run in demo.RUNS:
+    config = demo_config.get_config(run)
+    assert (config.network.sim_header, config.network.interaction) == demo_config.RUNS[run]

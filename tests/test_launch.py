@@ -1,5 +1,5 @@
 """Every config's `:runlocal` variant runs through `launch.py` on the CPU, in its mode; `--mode=eval` on an
-official-format ActionCLIP checkpoint gives the PyTorch model's top-1 on the same clips."""
+official-format ActionCLIP checkpoint of each visual prompt gives the PyTorch model's per-video predictions."""
 import json
 import os
 import subprocess
@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+import launch_helpers
 import torch_actionclip
+import torch_heads
 from actionclip_jax import evaluate, inputs, train
 from data_pipelines import synthetic
 
@@ -25,10 +27,8 @@ def dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  return dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO, XLA_FLAGS='--xla_force_host_platform_device_count=1',
-              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('xla_cache')),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+def env(xla_cache):
+  return launch_helpers.environment(xla_cache)
 
 
 def launch(config, workdir, dataset, env, *extra, mode='train'):
@@ -68,38 +68,97 @@ def test_finetuning_configs_train_from_a_run_dir(config, trained, dataset, env, 
 
 
 def test_zero_shot_half_class_protocol(trained, dataset, env, tmp_path):
-  launch('configs/zero_shot.py:runlocal,protocol=half', tmp_path, dataset, env, f'--config.init_from={trained}', mode='zero_shot')
-  half = eval_results(tmp_path)['half_classes']
-  assert half['splits'] == 2 and len(half['top1_per_split']) == 2
-  assert np.isclose(half['top1_mean'], np.mean(half['top1_per_split']))
-
-
-def test_few_shot(trained, dataset, env, tmp_path):
-  launch('configs/few_shot.py:runlocal,shots=2', tmp_path, dataset, env, f'--config.init_from={trained}', mode='few_shot')
+  launch('configs/zero_shot.py:runlocal,protocol=half', tmp_path, dataset, env, f'--config.init_from={trained}',
+         f'--config.data.val_lists=("{dataset["val_list"]}", "{dataset["train_list"]}")', '--config.eval.max_videos=0',
+         mode='zero_shot')
   results = eval_results(tmp_path)
-  assert results['shots'] == 2 and results['videos'] == 6
-  with open(os.path.join(tmp_path, 'fewshot_2shot_train.txt')) as f:
-    assert len(f.readlines()) == 2 * 3  # 2 videos of each of the 3 classes
+  assert results['splits'] == 2 and len(results['top1_per_split']) == len(results['per_split']) == 2
+  assert np.isclose(results['top1_mean'], np.mean(results['top1_per_split']))
+  assert np.isclose(results['top1_std'], np.std(results['top1_per_split']))
+  listed = results['measured']['lists'][0]
+  assert listed["videos_in_lists"] == listed["videos_scored"] == 6 + 12  # the whole dataset, each video once
 
 
-def test_eval_of_an_official_checkpoint_gives_the_pytorch_top1(dataset, tmp_path):
-  """Two temporal views per video: the per-view probabilities are averaged, as the official multi-view test."""
-  from configs import k400
-  ckpt = tmp_path / 'official.pt'
-  model, fusion = torch_actionclip.official_checkpoint(TINY, ckpt, 'Transf', frames=4)
-  config = k400.get_config('runlocal')
-  config.data.update(root=dataset['root'], train_list=dataset['train_list'], val_list=dataset['val_list'],
-                     label_list=dataset['label_list'])
-  config.init_from = str(ckpt)
-  config.eval.num_clips = 2
-  ours = evaluate.run(config, str(tmp_path / 'eval'), 'eval')
+def test_few_shot_with_a_csv_train_list(trained, dataset, env, tmp_path):
+  """Lin et al.'s protocol over 2 seeds (runlocal), from a `path,label_name` CSV train list."""
+  names = inputs.label_names(ml_data(dataset))
+  rows = [line.split() for line in open(dataset['train_list'])]
+  csv_list = tmp_path / 'train.csv'
+  csv_list.write_text(''.join(f'{path},{names[int(label)]}\n' for path, _, label in rows))
+  launch('configs/few_shot.py:runlocal,shots=2', tmp_path, dataset, env, f'--config.init_from={trained}',
+         f'--config.data.train_list={csv_list}', mode='few_shot')
+  results = eval_results(tmp_path)
+  assert results['shots'] == 2 and results['videos'] == 6 and results['logit_scale'] == 100.0
+  assert [r['seed'] for r in results['per_seed']] == [1, 2] and results['splits'] == 2
+  assert np.isclose(results['top1'], np.mean([r['top1'] for r in results['per_seed']]))
+  for seed in (1, 2):
+    with open(os.path.join(tmp_path, f'fewshot_2shot_seed{seed}_train.csv')) as f:
+      assert len(f.readlines()) == 2 * 3  # 2 videos of each of the 3 classes, as path,label_name
 
+
+def ml_data(dataset):
+  import ml_collections
+  return ml_collections.ConfigDict({'label_list': dataset['label_list'], 'root': dataset['root']})
+
+
+PROMPTS = ('meanP', 'Conv_1D', 'LSTM', 'Transf', 'Transf_cls')
+# launch.py's main once per argv, in one process: the tiny runs cost their compilation, not an interpreter each.
+LAUNCH_MANY = """
+import json, sys
+import launch
+from absl import app, flags
+for argv in json.loads(sys.argv[1]):
+  for name in [n for n in flags.FLAGS if n.startswith('config.')]:  # the previous run's --config.* overrides
+    delattr(flags.FLAGS, name)
+  sys.argv = ['launch.py'] + argv  # config_flags reads the overrides from sys.argv
+  try:
+    app.run(launch.main, flags_parser=launch.parse_flags)
+  except SystemExit as e:
+    if e.code not in (0, None):
+      raise
+"""
+
+
+def official_eval_args(dataset, workdir, ckpt, head):
+  """--mode=eval of an official checkpoint on the official eval path (full-size frames, one bicubic resize; the
+  last partial batch dropped), with bfloat16 as the network's dtype: eval.dtype's float32 default applies."""
+  return [f'--config={os.path.join(REPO, "configs/k400.py:runlocal")}', f'--workdir={workdir}', '--mode=eval',
+          f'--config.data.root={dataset["root"]}', f'--config.data.val_list={dataset["val_list"]}',
+          f'--config.data.label_list={dataset["label_list"]}', f'--config.init_from={ckpt}',
+          f'--config.network.sim_header={head}', '--config.network.dtype=bfloat16', '--config.eval.num_clips=2',
+          '--config.eval.prescale=False', '--config.eval.drop_last=True']
+
+
+@pytest.fixture(scope='module')
+def official_evals(dataset, env, tmp_path_factory):
+  """Each visual prompt's official-format checkpoint, evaluated by launch.py: {head: (workdir, ckpt, torch model,
+  torch fusion)}."""
+  base = tmp_path_factory.mktemp('official')
+  runs, out = [], {}
+  for head in PROMPTS:
+    ckpt, workdir = base / f'{head}.pt', base / head
+    model, fusion = torch_actionclip.official_checkpoint(TINY, ckpt, head, frames=4)
+    if head == 'Conv_1D':  # trained-like kernels: under the mean over time the shift init hides which reshape ran
+      torch_heads.randomize_(fusion, scale=0.5, seed=1)
+      saved = torch.load(ckpt, weights_only=True)
+      saved['fusion_model_state_dict'] = {f'module.{k}': v for k, v in fusion.state_dict().items()}
+      torch.save(saved, ckpt)
+    out[head] = (workdir, ckpt, model, fusion)
+    runs.append(official_eval_args(dataset, workdir, ckpt, head))
+  done = subprocess.run([sys.executable, '-c', LAUNCH_MANY, json.dumps([[str(a) for a in r] for r in runs])],
+                        env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+  assert done.returncode == 0, done.stderr[-4000:]
+  return out
+
+
+def torch_predictions(config, workdir, model, fusion):
+  """The official test.py on the same clips: per video (video_id, label, predicted class, probabilities)."""
   names = inputs.label_names(config.data)
   table = train.class_table(config, names, 16)
-  _, data = inputs.eval_dataset(config, str(tmp_path / 'torch'), config.data.val_list, names)
+  _, data = inputs.eval_dataset(config, str(workdir), config.data.val_list, names)
   mean = np.array((0.48145466, 0.4578275, 0.40821073), np.float32)
   std = np.array((0.26862954, 0.26130258, 0.27577711), np.float32)
-  probs, labels = [], []
+  ids, labels, probs = [], [], []
   with torch.no_grad():
     text = model.encode_text(torch.from_numpy(table.reshape(-1, 16)).long())
     text = text / text.norm(dim=-1, keepdim=True)
@@ -112,5 +171,35 @@ def test_eval_of_an_official_checkpoint_gives_the_pytorch_top1(dataset, tmp_path
       sim = (100.0 * pooled @ text.T).view(b * v, table.shape[0], -1).softmax(dim=-1).mean(dim=1)
       probs.append(sim.view(b, v, -1).mean(dim=1).numpy()[batch['mask']])
       labels.append(batch['label'][batch['mask']])
-  want = evaluate.accuracy(np.concatenate(probs), np.concatenate(labels))
-  assert ours == pytest.approx(want)
+      ids.append(batch['video_id'][batch['mask']])
+  return np.concatenate(ids), np.concatenate(labels), np.concatenate(probs)
+
+
+@pytest.mark.parametrize('head', PROMPTS)
+def test_eval_of_an_official_checkpoint_through_launch_gives_the_pytorch_predictions(official_evals, dataset, head):
+  """Two temporal views per video: the per-view probabilities are averaged, as the official multi-view test."""
+  from configs import k400
+  workdir, ckpt, model, fusion = official_evals[head]
+  config = k400.get_config('runlocal')
+  with open(os.path.join(workdir, 'config.json')) as f:
+    written = json.load(f)
+  config.data.update({k: written['data'][k] for k in ('root', 'val_list', 'label_list')})
+  config.eval.update({k: written['eval'][k] for k in ('num_clips', 'batch_size', 'max_videos', 'prescale',
+                                                      'drop_last')})
+  ids, labels, probs = torch_predictions(config, workdir / 'torch', model, fusion)
+  with open(os.path.join(workdir, 'predictions_eval_k400_val.csv')) as f:
+    rows = [tuple(int(x) for x in line.split(',')) for line in f.read().splitlines()[1:]]
+  assert rows == list(zip(ids.tolist(), labels.tolist(), probs.argmax(axis=1).tolist()))
+  results = eval_results(workdir)
+  want = evaluate.accuracy(probs, labels)
+  assert {k: results[k] for k in want} == pytest.approx(want)
+  measured = results['measured']
+  assert measured['dtype'] == 'float32' and measured['views'] == {'clips': 2, 'crops': 1, 'per_video': 2}
+  assert measured['prescale'] is False and measured['drop_last'] is True and len(measured['templates']) == 16
+  import hashlib
+  assert measured['checkpoint'] == {'path': str(ckpt), 'sha256': hashlib.sha256(ckpt.read_bytes()).hexdigest()}
+  listed = measured['lists'][0]
+  assert listed['sha256'] == hashlib.sha256(open(dataset['val_list'], 'rb').read()).hexdigest()
+  # 6 videos, eval batches of 4: the official test's last partial batch (2 videos) is dropped.
+  assert (listed['videos_listed'], listed['videos_dropped'], listed['videos_scored'], listed['videos_skipped']) == (
+      6, 2, 4, 0)

@@ -142,7 +142,7 @@ def run_dir(dataset, tmp_path_factory):
 
 
 def test_a_run_directory_predicts_what_its_evaluation_computes(run_dir, dataset, tmp_path):
-  """Its own labels and templates, WTI scores, 2 clips x 3 crops: the probabilities of evaluate.collect_scores."""
+  """Its own labels and templates, WTI scores, 2 clips x 3 crops: the probabilities of evaluate.collect_probs."""
   workdir, config = run_dir
   got = actionclip_jax.predict(val_videos(dataset), workdir, views=(2, 3), top_k=1, batch_size=4)
 
@@ -153,8 +153,8 @@ def test_a_run_directory_predicts_what_its_evaluation_computes(run_dir, dataset,
   names = label_names(dataset)
   table = train.class_table(config, names, module.config.clip.context_length)
   texts = evaluate.encode_texts(module, params, table.reshape(-1, table.shape[-1]))
-  _, want, _ = evaluate.collect_scores(config, str(tmp_path), module, params, sharding.make_mesh(config.mesh),
-                                       config.data.val_list, names, texts)
+  (want,), _, _ = evaluate.collect_probs(config, str(tmp_path), module, params, sharding.make_mesh(config.mesh),
+                                         config.data.val_list, names, texts)
   np.testing.assert_allclose(np.stack([p.probs for p in got]), want, atol=TOL, rtol=0)
   for prediction in got:
     assert_ranked(prediction, names, 1)

@@ -371,3 +371,16 @@ def test_foreign_directories(tmp_path):
 def test_resnet_clip_is_refused_clearly(tmp_path):
   with pytest.raises(CheckpointError, match='ResNet CLIP checkpoints are not supported'):
     save_and_load(tmp_path / 'rn50.pt', {'visual.layer1.0.conv1.weight': torch.zeros(1)})
+
+
+@pytest.mark.parametrize('sim_header', ['meanP', 'Conv_1D', 'LSTM', 'Transf', 'Transf_cls'])
+def test_official_sim_header_names_an_official_checkpoints_prompt_and_nothing_else(tmp_path, good_state_dict,
+                                                                                  sim_header):
+  """What `launch.py` resolves `network.conv_reshape='auto'` with, before any weights are read."""
+  import torch_actionclip
+  torch_actionclip.official_checkpoint(ARCHS['p8'], tmp_path / 'official.pt', sim_header)
+  assert pretrained.official_sim_header(str(tmp_path / 'official.pt')) == sim_header
+  torch.save(good_state_dict, tmp_path / 'clip.pt')
+  for other in (tmp_path / 'clip.pt', write_bytes(tmp_path / 'random.pt', b'not a checkpoint'), tmp_path,
+                tmp_path / 'missing.pt', ''):
+    assert pretrained.official_sim_header(str(other) if other != '' else '') is None

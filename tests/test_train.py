@@ -48,7 +48,8 @@ def test_reference_run_writes_everything(reference):
   steps = sorted(int(s) for s in os.listdir(os.path.join(reference, 'checkpoints')) if s.isdigit())
   assert steps[-1] == STEPS and len(steps) <= 3  # keep_checkpoints
   records = metrics.read_metrics(reference)
-  assert all({'step', 'loss', 'lr', 'clips_per_sec'} <= set(r) for r in records)
+  assert all({'step', 'loss', 'lr', 'clips_per_sec', 'data_wait_s', 'step_s'} <= set(r) for r in records)
+  assert all(0 <= r['data_wait_s'] <= r['step_s'] and 'mfu' not in r for r in records)  # no known peak on a CPU
   assert records[-1]['lr'] == 0.0  # cosine to zero at the last step
 
 
