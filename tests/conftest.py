@@ -5,6 +5,12 @@ import sys
 import pytest
 from absl import flags
 
+# The suite's models are tiny and compiling them is most of its time: LLVM's expensive passes buy little at these
+# sizes. Set before jax starts (here, before any test module imports it); launch.py subprocesses inherit it
+# (launch_helpers.environment). Numerics are unaffected beyond summation order, which the tolerances allow.
+FAST_COMPILE = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE}'.strip()
+
 # grain's multi-worker loader reads absl flags; pytest never parses them.
 flags.FLAGS.mark_as_parsed()
 
@@ -20,3 +26,4 @@ def xla_cache(tmp_path_factory) -> str:
   path = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'xla_cache'
   path.mkdir(exist_ok=True)
   return str(path)
+

@@ -31,7 +31,7 @@ def environment(cache_dir, devices=1, **extra):
   env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=str(cache_dir),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_COMPILATION_CACHE_MAX_SIZE=str(2**31),
              PYTHONPATH=REPO, **extra)
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'.strip()
   return env
 
 

@@ -34,17 +34,10 @@ def dataset(tmp_path_factory):
                                 num_frames=FRAMES)
 
 
-def cheap_compile_env(xla_cache):
-  """These runs test data handling, not numbers: XLA's cheapest CPU compile takes a quarter less time here."""
-  env = environment(xla_cache)
-  env['XLA_FLAGS'] += ' --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
-  return env
-
-
 def launch(dataset, workdir, xla_cache, *extra, **lists):
   """launch.py for 2 steps on `dataset`, with any of its lists (train_list=, label_list=) replaced."""
   args = launch_args(dict(dataset, **{k: str(v) for k, v in lists.items()}), workdir, *extra, steps=2)
-  return subprocess.run(args, env=cheap_compile_env(xla_cache), cwd=REPO, capture_output=True, text=True, timeout=400)
+  return subprocess.run(args, env=environment(xla_cache), cwd=REPO, capture_output=True, text=True, timeout=400)
 
 
 def assert_rejected_before_compiling(done, workdir, *expected):

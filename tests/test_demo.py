@@ -139,7 +139,7 @@ def test_pretraining_images_are_centre_crops_and_a_bad_one_is_reported_and_repla
 @pytest.fixture(scope='module')
 def quick_demo(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('demo')
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO, XLA_FLAGS='--xla_force_host_platform_device_count=1',
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
              JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('xla_cache')))
   done = subprocess.run([sys.executable, '-m', 'actionclip_jax.demo', f'--workdir={workdir}', '--quick'], env=env,
                         cwd=REPO, capture_output=True, text=True, timeout=900)
