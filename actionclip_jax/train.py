@@ -173,7 +173,7 @@ def make_train_step(module, tx, table, accum_steps: int, compute_dtype, *, cdcr_
                                               accum_steps, cdcr_weight)
     updates, opt_state = tx.update(grads, state['opt'], state['params'])
     params = optim.store(optax.apply_updates(state['params'], updates), weight_storage)
-    stats = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+    stats = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
              **({'loss_kl': parts['kl'], 'cdcr': parts['cdcr']} if cdcr_weight else {}),
              'logit_scale': jnp.exp(state['params']['clip']['logit_scale'])}
     return {'params': params, 'opt': opt_state, 'step': state['step'] + 1}, stats
