@@ -98,13 +98,6 @@ def cdcr_weight(config) -> float:
   return float(weight)
 
 
-def loss_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, accum_steps: int = 1,
-                   cdcr_weight: float = 0.0):
-  """`loss_parts_and_grads` without the parts: (loss, grads)."""
-  loss, _, grads = loss_parts_and_grads(module, params, frames, ids, labels, rng, accum_steps, cdcr_weight)
-  return loss, grads
-
-
 def loss_parts_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, accum_steps: int = 1,
                          cdcr_weight: float = 0.0):
   """The training loss on the whole batch, its parts and its gradient: (loss, {'kl': ..., 'cdcr': ...}, grads).

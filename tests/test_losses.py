@@ -76,7 +76,7 @@ def test_wti_regularizer_changes_the_training_gradient_and_weight_zero_turns_it_
 
   # One compilation for everything (the suite runs on 2 busy cores).
   ((loss0, parts0, g0), (loss1, parts1, g1)), expected = jax.jit(run)(params)
-  # Off: the KL loss alone, as loss_and_grads always computed it.
+  # Off: the KL loss alone.
   assert float(parts0['cdcr']) == 0.0 and float(loss0) == float(parts0['kl']) == float(parts1['kl'])
   # On: the regularizer of the pairs, weighted, and its gradient reaches CLIP and the WTI weight MLPs.
   assert float(parts1['cdcr']) > 0
