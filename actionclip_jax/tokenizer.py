@@ -1,10 +1,11 @@
-"""OpenAI's CLIP tokenizer, id for id, on transformers' `CLIPTokenizer` and the shipped BPE vocabulary.
+"""OpenAI's CLIP tokenizer, id for id, on Hugging Face `tokenizers`' BPE and the shipped BPE vocabulary.
 
 OpenAI's `SimpleTokenizer` cleans text (ftfy, `html.unescape` twice, whitespace folding, lowercasing), splits it with
 one regex, byte-encodes each piece and runs BPE on it. transformers' `CLIPTokenizer` does the BPE the same way but
-normalizes differently (NFC instead of ftfy, its own whitespace rule) and matches special tokens anywhere in the
-raw text. So the cleaning and the split are done here exactly as OpenAI does them, and the Hugging Face tokenizer
-is used only for what it shares with OpenAI: byte-level BPE over already split words.
+normalizes differently (NFC instead of ftfy, its own whitespace rule). So the cleaning and the split are done here
+exactly as OpenAI does them, and the Rust BPE model that `CLIPTokenizer` wraps (same options: no subword prefix,
+`</w>` word suffix, the two special tokens) is built directly from `tokenizers` for what it shares with OpenAI:
+byte-level BPE over already split words. Building it without transformers saves ~1.5 s in every process.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Sequence
 import ftfy
 import numpy as np
 import regex
+import tokenizers
 
 SOT, EOT = '<|startoftext|>', '<|endoftext|>'
 VOCAB_FILE = 'bpe_simple_vocab_16e6.txt.gz'
@@ -49,15 +51,13 @@ def vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 @functools.cache
 def _bpe():
-  """The Hugging Face tokenizer's byte-level BPE, with its normalizer and regex split switched off."""
-  from tokenizers import pre_tokenizers
-  from transformers import CLIPTokenizer
-
+  """Byte-level BPE as transformers' `CLIPTokenizer` configures it, without its normalizer and regex split."""
   vocab, merges = vocab_and_merges()
-  backend = CLIPTokenizer(vocab=vocab, merges=merges).backend_tokenizer
-  backend.normalizer = None
-  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-  backend.post_processor = None
+  backend = tokenizers.Tokenizer(tokenizers.models.BPE(
+      vocab=vocab, merges=merges, continuing_subword_prefix='', end_of_word_suffix='</w>', unk_token=EOT))
+  backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  # As OpenAI's BPE cache: a piece that is exactly a special token maps to its id, not to its bytes' merges.
+  backend.add_special_tokens([tokenizers.AddedToken(t, normalized=False, special=True) for t in (SOT, EOT)])
   return backend, vocab[SOT], vocab[EOT]
 
 
