@@ -46,6 +46,9 @@ class CLIPConfig:
   act: str = 'quick_gelu'  # 'quick_gelu' (OpenAI weights) or 'gelu' (some Hugging Face checkpoints)
   dtype: str = 'float32'  # compute dtype; params are always float32
   remat: bool = False  # rematerialize each residual block in the backward pass
+  # Blocks per iteration of each tower's scan (>= layers: none left, straight-line code). Unrolling removes the
+  # scan's per-block slicing of stacked params and stacking of saved activations, for a longer compile.
+  scan_unroll: int = 1
   # ActionCLIP's video options of the image tower (`build_model(tsm=, T=, dropout=, joint=, emb_dropout=)`).
   num_frames: int = 1  # frames per video; fixes the shape of joint's time embedding
   joint: bool = False  # pre-network prompt: all frames' patch tokens in one sequence, plus a time embedding
@@ -245,6 +248,7 @@ class Transformer(nn.Module):
   act: str = 'quick_gelu'
   dtype: Any = jnp.float32
   remat: bool = False
+  unroll: int = 1  # blocks per scan iteration, see CLIPConfig.scan_unroll
   init_std: float | None = None  # see ResidualAttentionBlock
   ln_epsilon: float = 1e-5
   drop_path: float = 0.0
@@ -259,7 +263,8 @@ class Transformer(nn.Module):
     stack = nn.scan(
         block, length=self.layers,
         variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-        in_axes=(nn.broadcast, nn.broadcast, 0), metadata_params={nn.PARTITION_NAME: LAYERS})
+        in_axes=(nn.broadcast, nn.broadcast, 0), metadata_params={nn.PARTITION_NAME: LAYERS},
+        unroll=min(self.unroll, self.layers))
     rates = jnp.linspace(0.0, self.drop_path, self.layers, dtype=jnp.float32)
     x, _ = stack(self.heads, self.layers, self.act, self.dtype, self.init_std, self.ln_epsilon, self.shift_frames,
                  self.qkv_init, name='resblocks')(x, mask, deterministic, rates)
@@ -287,8 +292,8 @@ class VisionTransformer(nn.Module):
       self.time_embedding = self.param(
           'time_embedding', _param_init(nn.initializers.normal(scale), POS, EMBED), (c.num_frames, c.vision_width))
     self.ln_pre = LayerNorm()
-    self.transformer = Transformer(c.vision_layers, c.vision_heads, c.act, c.dtype, c.remat, drop_path=c.drop_path,
-                                   shift_frames=c.num_frames if c.tsm else 0)
+    self.transformer = Transformer(c.vision_layers, c.vision_heads, c.act, c.dtype, c.remat, c.scan_unroll,
+                                   drop_path=c.drop_path, shift_frames=c.num_frames if c.tsm else 0)
     self.ln_post = LayerNorm()
     self.proj = self.param('proj', _param_init(nn.initializers.normal(scale), EMBED, PROJ),
                            (c.vision_width, c.embed_dim))
@@ -324,7 +329,7 @@ class CLIP(nn.Module):
     c = self.config
     self.visual = VisionTransformer(c)
     self.transformer = Transformer(c.transformer_layers, c.transformer_heads, c.act, c.dtype, c.remat,
-                                   drop_path=c.drop_path)
+                                   c.scan_unroll, drop_path=c.drop_path)
     self.token_embedding = nn.Embed(
         c.vocab_size, c.transformer_width, param_dtype=jnp.float32,
         embedding_init=_param_init(nn.initializers.normal(0.02), VOCAB, EMBED))

@@ -113,6 +113,9 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     add(f'network.head_init={c.network.head_init!r} is not one of {", ".join(heads.HEAD_INITS)}')
   if c.network.get('conv_reshape', 'auto') not in CONV_RESHAPES:
     add(f'network.conv_reshape={c.network.conv_reshape!r} is not one of {", ".join(CONV_RESHAPES)}')
+  unroll = c.network.get('scan_unroll', 1)
+  if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
+    add(f'network.scan_unroll={unroll!r} must be an integer >= 1 (blocks per iteration of the layer scan)')
   cdcr = c.network.get('cdcr_weight')
   if cdcr is not None and (cdcr < 0 or (cdcr > 0 and c.network.interaction != 'wti')):
     add(f'network.cdcr_weight={cdcr} must be >= 0, and 0 unless network.interaction=wti (None: 0.001 with wti)')

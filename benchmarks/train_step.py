@@ -101,6 +101,7 @@ def _config(args):
   from configs import k400
   config = k400.get_config(f'arch={args.preset},frames={args.frames}')
   config.data.batch_size = args.batch
+  config.network.scan_unroll = args.scan_unroll
   if args.preset == 'tiny':
     config.data.input_size = 32
   return config
@@ -111,16 +112,13 @@ def jax_worker(args) -> None:
   import jax
   import jax.numpy as jnp
 
-  from actionclip_jax import optim, train, video
+  from actionclip_jax import train, video
   from data_pipelines import augment
 
   base = dict(framework='jax', dtype=args.dtype, round=args.round, device=jax.devices()[0].device_kind,
               platform=jax.default_backend())
   dtype = jnp.dtype(args.dtype)
-  a = jnp.ones((args.matmul, args.matmul), dtype)
-  dot = jax.jit(lambda x, y: x @ y)
-  times = _timed(lambda: dot(a, a).block_until_ready(), 2, 10)
-  _emit({**base, 'what': 'matmul', 'gflops': 2 * args.matmul ** 3 / statistics.median(times) / 1e9})
+  _emit({**base, 'what': 'matmul', 'gflops': jax_matmul_gflops(args.matmul, dtype)})
   if args.ceiling_only:
     return
 
@@ -150,16 +148,10 @@ def jax_worker(args) -> None:
          'peak_rss': _peak_rss(), 'peak_device_bytes': gpu_peak() if platform != 'cpu' else None})
 
   # --- Train: the project's step on the k400 recipe ---
-  names = [f'action {i}' for i in range(args.classes)]
-  table = train.class_table(config, names, mcfg.clip.context_length)
-  tx = optim.make(config.solver, config.network, 10, 1000, params)
-  state = {'params': params, 'opt': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
-  step_fn = train.make_train_step(module, tx, table, 1, dtype)
-  batch = {'frames': jax.device_put(frames), 'label': jax.device_put(labels),
-           'video_id': jax.device_put(np.arange(args.batch, dtype=np.int32))}
+  step_fn, state, batch = jax_train_step(args, config, params, frames, labels)
   rng = jax.random.key(0)
   start = time.perf_counter()
-  compiled = jax.jit(step_fn, donate_argnums=(0,)).lower(state, batch, rng).compile()
+  compiled = step_fn.lower(state, batch, rng).compile()
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -174,6 +166,35 @@ def jax_worker(args) -> None:
   _emit({**base, 'what': 'train', 'batch': args.batch, 'times': times, 'compile_s': compile_s, 'flops': flops,
          'xla_flops': float(cost.get('flops', 0.0)) if cost else None, 'peak_rss': _peak_rss(),
          'peak_device_bytes': gpu_peak() if platform != 'cpu' else None})
+
+
+def jax_matmul_gflops(size: int, dtype) -> float:
+  """XLA's rate on one size x size matmul in `dtype`: the ceiling a step's matmuls are compared with."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jnp.ones((size, size), dtype)
+  dot = jax.jit(lambda x, y: x @ y)
+  times = _timed(lambda: dot(a, a).block_until_ready(), 2, 10)
+  return 2 * size ** 3 / statistics.median(times) / 1e9
+
+
+def jax_train_step(args, config, params, frames, labels):
+  """The project's train step on `config`'s recipe (jitted, state donated), its first state and its batch."""
+  import jax
+  import jax.numpy as jnp
+
+  from actionclip_jax import optim, train, video
+
+  mcfg = train.model_config(config)
+  names = [f'action {i}' for i in range(args.classes)]
+  table = train.class_table(config, names, mcfg.clip.context_length)
+  tx = optim.make(config.solver, config.network, 10, 1000, params)
+  state = {'params': params, 'opt': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
+  step_fn = train.make_train_step(video.ActionCLIP(mcfg), tx, table, 1, jnp.dtype(args.dtype))
+  batch = {'frames': jax.device_put(frames), 'label': jax.device_put(labels),
+           'video_id': jax.device_put(np.arange(args.batch, dtype=np.int32))}
+  return jax.jit(step_fn, donate_argnums=(0,)), state, batch
 
 
 def attention_worker(args) -> None:
@@ -341,7 +362,8 @@ def run_worker(args, framework: str, dtype: str, round_: int, checkpoint: str, p
   cmd = [sys.executable, os.path.abspath(__file__), '--worker', framework, '--dtype', dtype, '--round', str(round_),
          '--checkpoint', checkpoint, '--params', params, '--preset', args.preset, '--frames', str(args.frames),
          '--batch', str(args.batch), '--eval-batch', str(args.eval_batch), '--steps', str(args.steps),
-         '--warmup', str(args.warmup), '--matmul', str(args.matmul), '--classes', str(args.classes)]
+         '--warmup', str(args.warmup), '--matmul', str(args.matmul), '--classes', str(args.classes),
+         '--scan-unroll', str(args.scan_unroll)]
   cmd += ['--ceiling-only'] if args.ceiling_only else []
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
   records = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
@@ -426,6 +448,7 @@ def main(argv=None) -> list[dict]:
   parser.add_argument('--attention', action='store_true', help='also time plain vs cuDNN attention (fwd + bwd)')
   parser.add_argument('--ceiling-only', action='store_true', help='only the matmul ceilings (seconds)')
   parser.add_argument('--classes', type=int, default=400, help='classes of the prompt table')
+  parser.add_argument('--scan-unroll', type=int, default=1, help="our towers' network.scan_unroll")
   parser.add_argument('--worker', choices=('jax', 'torch', 'attention'), help=argparse.SUPPRESS)
   parser.add_argument('--dtype', default='float32', help=argparse.SUPPRESS)
   parser.add_argument('--round', type=int, default=0, help=argparse.SUPPRESS)

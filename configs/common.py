@@ -95,6 +95,11 @@ def base() -> ml_collections.ConfigDict:
   # dtype wins; resolved in train.compute_dtype.
   c.network.dtype = 'auto'
   c.network.remat = False  # rematerialize each residual block
+  # Blocks per iteration of each CLIP tower's layer scan. Unrolling all of them (12 for ViT-B) ran the ViT-B/32
+  # 8-frame B=4 float32 train step 12-19% faster on a 2-core Xeon (the scan's per-block param slices, stacked
+  # activations and gradient buffers were ~18% of the step's op time, benchmarks/profile_step.py) but compiled in
+  # 33-43 s instead of 15 (BENCHMARKS.md). 1 keeps compiles short; a long run pays its compile once.
+  c.network.scan_unroll = 1
   c.network.templates = ml_collections.config_dict.placeholder(tuple)  # None = the 16 ActionCLIP templates
   # Conv_1D's reshape: 'transpose' ([b, t, c] -> [b, c, t], what the official code means), 'official' (its `view`,
   # which its checkpoints were trained with), 'auto' = official when init_from is an official ActionCLIP checkpoint.

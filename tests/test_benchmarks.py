@@ -36,3 +36,24 @@ def test_gpu_check_runs_on_cpu_with_a_tiny_model(tmp_path, xla_cache):
   train = [r for r in records if r['what'] == 'train']
   assert all(r['peak_rss'] > 0 and r['times'][0] > 0 and r['flops'] > 0 for r in train)
   assert '| train B=2 | bfloat16 | jax |' in proc.stdout and '| ratio' in proc.stdout and '| xla |' in proc.stdout
+
+
+def test_profile_attributes_a_traced_steps_time_to_its_ops_kinds_and_phases():
+  """profile_step.py's breakdown on a small jitted gradient: a scanned stack of matmul + tanh layers."""
+  import jax
+  import jax.numpy as jnp
+  import profile_step
+
+  def loss(w, x):
+    h, _ = jax.lax.scan(lambda h, wi: (jnp.tanh(h @ wi), None), x, w)
+    return h.sum()
+
+  w, x = jnp.full((3, 128, 128), 0.01), jnp.ones((64, 128))
+  compiled = jax.jit(jax.grad(loss)).lower(w, x).compile()
+  per_op, ops, wall = profile_step.profile(compiled, lambda: compiled(w, x).block_until_ready(), steps=2)
+  assert per_op and set(per_op) <= set(ops) and wall > 0
+  assert all(ops[name]['opcode'] not in profile_step.CONTAINERS for name in per_op)  # loops counted once
+  kinds = {ops[name]['kind'] for name in per_op}
+  assert 'matmul' in kinds  # the layer's dot and its two transposes in the backward
+  phases = {profile_step.phase_and_module(ops[name]['op_name'])[0] for name in per_op}
+  assert {'forward', 'backward'} <= phases

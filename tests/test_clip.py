@@ -73,7 +73,9 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close(tiny):
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params))
 
 
-def test_remat_changes_nothing_but_memory(tiny):
+# Rematerialized blocks and an unrolled layer scan (the tiny towers have 2 blocks) compute the same function.
+@pytest.mark.parametrize('variant', [dict(remat=True), dict(scan_unroll=2)], ids=['remat', 'unrolled'])
+def test_remat_and_unrolling_change_nothing_but_memory_and_speed(tiny, variant):
   config, params, images, ids = tiny
 
   def loss(p, cfg):
@@ -82,12 +84,16 @@ def test_remat_changes_nothing_but_memory(tiny):
 
   grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
   plain = grad(params, config)
-  remat = grad(params, config.replace(remat=True))
-  # Recomputed activations may fuse differently: rounding of one forward and backward pass of the tiny towers (64
-  # channels, up to 17 tokens, 2 samples, 2 blocks), against a skipped or stale recomputation that changes O(1)%.
+  other = grad(params, config.replace(**variant))
+  # Recomputed or unrolled blocks may fuse differently: rounding of one forward and backward pass of the tiny towers
+  # (64 channels, up to 17 tokens, 2 samples, 2 blocks), against a skipped, stale or misordered block that changes
+  # O(1)%.
   terms = 64 * 17 * 2 * 2
-  np.testing.assert_allclose(plain[0], remat[0], atol=rounding(terms, plain[0]), rtol=0)
-  assert_trees_close(remat[1], plain[1], terms)
+  np.testing.assert_allclose(plain[0], other[0], atol=rounding(terms, plain[0]), rtol=0)
+  assert_trees_close(other[1], plain[1], terms)
+  if 'scan_unroll' in variant:  # and it did unroll: no loop is left in the program
+    assert 'stablehlo.while' in grad.lower(params, config).as_text()
+    assert 'stablehlo.while' not in grad.lower(params, config.replace(**variant)).as_text()
 
 
 def test_text_tokens_pool_at_the_end_token(tiny):

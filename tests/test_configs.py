@@ -189,6 +189,7 @@ BAD = {
     'augment_order': (lambda c: c.data.update(augment_order='frame'), 'train', 1, 1, 'data.augment_order'),
     'head_init': (lambda c: c.network.update(head_init='xavier'), 'train', 1, 1, 'network.head_init'),
     'cdcr_without_wti': (lambda c: c.network.update(cdcr_weight=0.001), 'train', 1, 1, 'network.cdcr_weight'),
+    'scan_unroll': (lambda c: c.network.update(scan_unroll=0), 'train', 1, 1, 'network.scan_unroll=0'),
 }
 
 
