@@ -149,6 +149,7 @@ def main(argv=None) -> dict:
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--classes', type=int, default=400, help='classes of the prompt table')
   parser.add_argument('--scan-unroll', type=int, default=1, help='network.scan_unroll')
+  parser.add_argument('--remat', action='store_true', help='network.remat=True')
   parser.add_argument('--steps', type=int, default=2, help='traced steps')
   parser.add_argument('--top', type=int, default=15, help='rows of the costliest-ops table')
   parser.add_argument('--out', default='', help='also write the tables as JSON here')
@@ -192,7 +193,7 @@ def main(argv=None) -> dict:
 
   result = {
       'setting': {k: getattr(args, k) for k in ('preset', 'frames', 'batch', 'dtype', 'classes', 'scan_unroll',
-                                                'steps')},
+                                                'remat', 'steps')},
       'platform': jax.default_backend(), 'device': jax.devices()[0].device_kind,
       'compile_s': compile_s, 'step_wall_s': wall, 'ops_s': total, 'model_gflop': flops / 1e9, 'matmul_ceiling_gflops': ceiling,
       'matmul_gflops': flops / 1e9 / dots if dots else None,

@@ -102,6 +102,7 @@ def _config(args):
   config = k400.get_config(f'arch={args.preset},frames={args.frames}')
   config.data.batch_size = args.batch
   config.network.scan_unroll = args.scan_unroll
+  config.network.remat = args.remat
   if args.preset == 'tiny':
     config.data.input_size = 32
   return config
@@ -363,7 +364,7 @@ def run_worker(args, framework: str, dtype: str, round_: int, checkpoint: str, p
          '--checkpoint', checkpoint, '--params', params, '--preset', args.preset, '--frames', str(args.frames),
          '--batch', str(args.batch), '--eval-batch', str(args.eval_batch), '--steps', str(args.steps),
          '--warmup', str(args.warmup), '--matmul', str(args.matmul), '--classes', str(args.classes),
-         '--scan-unroll', str(args.scan_unroll)]
+         '--scan-unroll', str(args.scan_unroll)] + (['--remat'] if args.remat else [])
   cmd += ['--ceiling-only'] if args.ceiling_only else []
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
   records = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
@@ -449,6 +450,7 @@ def main(argv=None) -> list[dict]:
   parser.add_argument('--ceiling-only', action='store_true', help='only the matmul ceilings (seconds)')
   parser.add_argument('--classes', type=int, default=400, help='classes of the prompt table')
   parser.add_argument('--scan-unroll', type=int, default=1, help="our towers' network.scan_unroll")
+  parser.add_argument('--remat', action='store_true', help='our network.remat=True')
   parser.add_argument('--worker', choices=('jax', 'torch', 'attention'), help=argparse.SUPPRESS)
   parser.add_argument('--dtype', default='float32', help=argparse.SUPPRESS)
   parser.add_argument('--round', type=int, default=0, help=argparse.SUPPRESS)
