@@ -28,7 +28,6 @@ import tempfile
 import time
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -69,15 +68,14 @@ def hlo_ops(hlo_text: str) -> dict[str, dict]:
 
 
 def _kind(opcode: str, body: list[str]) -> str:
-  if opcode in ('fusion', 'call') and body:
+  if opcode == 'fusion':
     return next((kind for key, kind in _FUSED_KINDS if key in body), 'elementwise')
   return {'dot': 'matmul', 'convolution': 'conv', 'copy': 'layout', 'transpose': 'layout',
-          'custom-call': 'custom-call', 'reduce': 'reduction'}.get(
-              opcode, opcode)
+          'reduce': 'reduction'}.get(opcode, opcode)
 
 
 def phase_and_module(op_name: str) -> tuple[str, str]:
-  """('backward' | 'forward' | 'optimizer', module path) from a JAX name stack such as
+  """('backward' | 'forward' | 'optimizer and the rest', module path) from a JAX name stack such as
   `jit(step)/transpose(jvp(ActionCLIP))/clip/visual/transformer/resblocks/attn/dot_general`."""
   if 'transpose(' in op_name:
     phase = 'backward'
@@ -85,8 +83,10 @@ def phase_and_module(op_name: str) -> tuple[str, str]:
     phase = 'forward'
   else:
     phase = 'optimizer and the rest'
-  parts = [p for p in op_name.split('/')[1:-1] if not re.match(r'^[\w]+\(.*\)$', p) and p not in ('while', 'body', 'closed_call')]
-  module = '/'.join(p for p in parts if p not in ('clip', 'resblocks'))
+  # The name stack between the jit and the primitive, without transforms (`jvp(...)`) and scan plumbing.
+  parts = [p for p in op_name.split('/')[1:-1]
+           if not re.match(r'^\w+\(.*\)$', p) and p not in ('while', 'body', 'closed_call', 'clip', 'resblocks')]
+  module = '/'.join(parts)
   for depth_cut in ('attn', 'mlp', 'ln_1', 'ln_2', 'c_fc', 'c_proj'):
     if f'/{depth_cut}' in f'/{module}':  # one row per block part, not per projection
       module = module[:f'/{module}'.index(f'/{depth_cut}') + len(depth_cut)].lstrip('/')
@@ -162,22 +162,17 @@ def main(argv=None) -> dict:
 
   config = train_step._config(args)  # pylint: disable=protected-access
   config.network.dtype = args.dtype
-  params = video.init_params(train.model_config(config), jax.random.key(0))
+  mcfg = train.model_config(config)
+  params = video.init_params(mcfg, jax.random.key(0))
   frames, _, labels = train_step._batch_data(args, config.data.input_size)  # pylint: disable=protected-access
   step_fn, state, batch = train_step.jax_train_step(args, config, params, frames, labels)
   rng = jax.random.key(0)
   start = time.perf_counter()
   compiled = step_fn.lower(state, batch, rng).compile()
   compile_s = time.perf_counter() - start
-  holder = [state]
-
-  def step():
-    holder[0], stats = compiled(holder[0], batch, rng)
-    jax.block_until_ready(stats)
-
-  per_op, ops, wall = profile(compiled, step, args.steps)
+  per_op, ops, wall = profile(compiled, train_step.stepper(compiled, state, batch, rng), args.steps)
   ceiling = train_step.jax_matmul_gflops(2048, args.dtype)
-  flops = train_step.model_flops(train.model_config(config).clip, args.frames, args.batch, train=True)
+  flops = train_step.model_flops(mcfg.clip, args.frames, args.batch, train=True)
   total = sum(per_op.values())
   by_kind, by_module, by_phase_kind = collections.Counter(), collections.Counter(), collections.Counter()
   for name, seconds in per_op.items():
@@ -189,23 +184,24 @@ def main(argv=None) -> dict:
   dots = by_kind['matmul'] + by_kind['conv']  # the patch embedding is a convolution
 
   def pct(seconds):
-    return f'{100 * seconds / total:.1f}'
+    return round(100 * seconds / total, 1)
 
   result = {
       'setting': {k: getattr(args, k) for k in ('preset', 'frames', 'batch', 'dtype', 'classes', 'scan_unroll',
                                                 'remat', 'steps')},
       'platform': jax.default_backend(), 'device': jax.devices()[0].device_kind,
-      'compile_s': compile_s, 'step_wall_s': wall, 'ops_s': total, 'model_gflop': flops / 1e9, 'matmul_ceiling_gflops': ceiling,
-      'matmul_gflops': flops / 1e9 / dots if dots else None,
-      'by_kind': [{'kind': k, 's': s, 'pct': float(pct(s))} for k, s in by_kind.most_common()],
-      'by_phase_kind': [{'phase': p, 'kind': k, 's': s, 'pct': float(pct(s))}
+      'compile_s': compile_s, 'step_wall_s': wall, 'ops_s': total, 'model_gflop': flops / 1e9,
+      'matmul_ceiling_gflops': ceiling, 'matmul_gflops': flops / 1e9 / dots if dots else None,
+      'by_kind': [{'kind': k, 's': s, 'pct': pct(s)} for k, s in by_kind.most_common()],
+      'by_phase_kind': [{'phase': p, 'kind': k, 's': s, 'pct': pct(s)}
                         for (p, k), s in by_phase_kind.most_common()],
-      'by_module': [{'phase': p, 'module': m, 's': s, 'pct': float(pct(s))} for (p, m), s in by_module.most_common()],
-      'ops': [{'op': n, 'kind': ops[n]['kind'], 'opcode': ops[n]['opcode'], 's': s, 'pct': float(pct(s)),
+      'by_module': [{'phase': p, 'module': m, 's': s, 'pct': pct(s)} for (p, m), s in by_module.most_common()],
+      'ops': [{'op': n, 'kind': ops[n]['kind'], 'opcode': ops[n]['opcode'], 's': s, 'pct': pct(s),
                'op_name': ops[n]['op_name']} for n, s in collections.Counter(per_op).most_common()],
   }
   print(f'{args.preset}, {args.frames} frames, B={args.batch}, {args.dtype}, scan_unroll {args.scan_unroll}, '
-        f'{jax.devices()[0].device_kind}: compiled in {compile_s:.1f} s, {wall:.3f} s a step (wall), {total:.3f} s in {len(per_op)} ops (summed over threads); the analytic '
+        f'remat {args.remat}, {jax.devices()[0].device_kind}: compiled in {compile_s:.1f} s, {wall:.3f} s a step '
+        f'(wall), {total:.3f} s in {len(per_op)} ops (summed over threads); the analytic '
         f'{flops / 1e9:.0f} GFLOP of matmuls in {dots:.3f} s of matmul and conv ops: '
         f'{result["matmul_gflops"] or 0:.0f} GFLOP/s, against {ceiling:.0f} GFLOP/s on one 2048² matmul\n')
   print(table([(r['kind'], f'{r["s"]:.3f}', r['pct']) for r in result['by_kind']], ('kind', 's / step', '%')))
@@ -216,8 +212,8 @@ def main(argv=None) -> dict:
   print(table([(r['phase'], r['module'], f'{r["s"]:.3f}', r['pct']) for r in result['by_module'][:args.top]],
               ('phase', 'module', 's / step', '%')))
   print()
-  print(table([(r['op'], r['kind'], f'{r["s"]:.3f}', r['pct'], r['op_name'][-90:]) for r in result['ops'][:args.top]],
-              ('op', 'kind', 's / step', '%', 'from (JAX name stack, end)')))
+  print(table([(r['op'], r['kind'], f'{r["s"]:.3f}', r['pct'], r['op_name'][-90:])
+               for r in result['ops'][:args.top]], ('op', 'kind', 's / step', '%', 'from (JAX name stack, end)')))
   if args.out:
     with open(args.out, 'w') as f:
       json.dump(result, f, indent=1)

@@ -156,13 +156,7 @@ def jax_worker(args) -> None:
   compile_s = time.perf_counter() - start
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  holder = [state]
-
-  def step():
-    holder[0], stats = compiled(holder[0], batch, rng)
-    jax.block_until_ready(stats['loss'])
-
-  times = _timed(step, args.warmup, args.steps)
+  times = _timed(stepper(compiled, state, batch, rng), args.warmup, args.steps)
   flops = model_flops(mcfg.clip, args.frames, args.batch, train=True)
   _emit({**base, 'what': 'train', 'batch': args.batch, 'times': times, 'compile_s': compile_s, 'flops': flops,
          'xla_flops': float(cost.get('flops', 0.0)) if cost else None, 'peak_rss': _peak_rss(),
@@ -196,6 +190,19 @@ def jax_train_step(args, config, params, frames, labels):
   batch = {'frames': jax.device_put(frames), 'label': jax.device_put(labels),
            'video_id': jax.device_put(np.arange(args.batch, dtype=np.int32))}
   return jax.jit(step_fn, donate_argnums=(0,)), state, batch
+
+
+def stepper(compiled, state, batch, rng):
+  """A call that runs one step of `compiled` from the state the previous call left (it is donated), and waits."""
+  import jax
+
+  holder = [state]
+
+  def step():
+    holder[0], stats = compiled(holder[0], batch, rng)
+    jax.block_until_ready(stats['loss'])
+
+  return step
 
 
 def attention_worker(args) -> None:

@@ -29,4 +29,3 @@ def xla_cache(tmp_path_factory) -> str:
   path = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'xla_cache'
   path.mkdir(exist_ok=True)
   return str(path)
-
