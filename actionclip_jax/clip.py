@@ -49,6 +49,9 @@ class CLIPConfig:
   # Blocks per iteration of each tower's scan (>= layers: none left, straight-line code). Unrolling removes the
   # scan's per-block slicing of stacked params and stacking of saved activations, for a longer compile.
   scan_unroll: int = 1
+  # Std of the image tower's positional embedding at init; None: OpenAI's vision_width ** -0.5. Only a tower
+  # trained from scratch sees it (configs/demo.py says why it raises it).
+  vision_position_std: float | None = None
   # ActionCLIP's video options of the image tower (`build_model(tsm=, T=, dropout=, joint=, emb_dropout=)`).
   num_frames: int = 1  # frames per video; fixes the shape of joint's time embedding
   joint: bool = False  # pre-network prompt: all frames' patch tokens in one sequence, plus a time embedding
@@ -72,6 +75,8 @@ class CLIPConfig:
       problems.append(f'drop_path {self.drop_path} and emb_dropout {self.emb_dropout} must be in [0, 1)')
     if self.num_frames < 1:
       problems.append(f'num_frames {self.num_frames} must be >= 1')
+    if self.vision_position_std is not None and not self.vision_position_std > 0:
+      problems.append(f'vision_position_std {self.vision_position_std} must be > 0 (or None)')
     if self.act not in ACTIVATIONS:
       problems.append(f'act {self.act!r} is not one of {sorted(ACTIVATIONS)}')
     if problems:
@@ -285,8 +290,9 @@ class VisionTransformer(nn.Module):
         kernel_init=_param_init(nn.initializers.lecun_normal(), None, None, None, EMBED))
     self.class_embedding = self.param(
         'class_embedding', _param_init(nn.initializers.normal(scale), EMBED), (c.vision_width,))
+    position_std = scale if c.vision_position_std is None else c.vision_position_std
     self.positional_embedding = self.param(
-        'positional_embedding', _param_init(nn.initializers.normal(scale), POS, EMBED),
+        'positional_embedding', _param_init(nn.initializers.normal(position_std), POS, EMBED),
         (c.grid_size ** 2 + 1, c.vision_width))
     if c.joint:
       self.time_embedding = self.param(

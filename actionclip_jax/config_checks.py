@@ -116,6 +116,9 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   unroll = c.network.get('scan_unroll', 1)
   if not isinstance(unroll, int) or isinstance(unroll, bool) or unroll < 1:
     add(f'network.scan_unroll={unroll!r} must be an integer >= 1 (blocks per iteration of the layer scan)')
+  position_std = c.network.get('position_std')
+  if position_std is not None and not position_std > 0:
+    add(f'network.position_std={position_std} must be > 0 (None: OpenAI\'s width ** -0.5)')
   cdcr = c.network.get('cdcr_weight')
   if cdcr is not None and (cdcr < 0 or (cdcr > 0 and c.network.interaction != 'wti')):
     add(f'network.cdcr_weight={cdcr} must be >= 0, and 0 unless network.interaction=wti (None: 0.001 with wti)')

@@ -100,6 +100,8 @@ def base() -> ml_collections.ConfigDict:
   # activations and gradient buffers were ~18% of the step's op time, benchmarks/profile_step.py) but compiled in
   # 33-43 s instead of 15 (BENCHMARKS.md). 1 keeps compiles short; a long run pays its compile once.
   c.network.scan_unroll = 1
+  # Std of the image tower's positional embedding when it starts from scratch; None = OpenAI's width ** -0.5.
+  c.network.position_std = ml_collections.config_dict.placeholder(float)
   c.network.templates = ml_collections.config_dict.placeholder(tuple)  # None = the 16 ActionCLIP templates
   # Conv_1D's reshape: 'transpose' ([b, t, c] -> [b, c, t], what the official code means), 'official' (its `view`,
   # which its checkpoints were trained with), 'auto' = official when init_from is an official ActionCLIP checkpoint.

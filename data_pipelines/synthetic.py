@@ -321,7 +321,7 @@ def _video_rng(seed: int, split: str, class_index: int, i: int) -> np.random.Gen
   return np.random.default_rng([seed, SPLITS.index(split), class_index, i])
 
 
-def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout=None, train_per_class: int = 12,
+def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout=None, train_per_class: int = 60,
                val_per_class: int = 4, heldout_per_class: int = 6, heldout_train_per_class: int = 4,
                size: int = 32, frames: tuple[int, int] = (16, 32), pretrain_images: int = 2000) -> dict[str, str]:
   """Writes the synthetic action world into `out`, deterministically from `seed`; returns its files' paths.

@@ -36,9 +36,21 @@ def test_unknown_preset_lists_the_known_ones():
 
 def test_invalid_config_names_every_problem():
   with pytest.raises(ValueError) as info:
-    clip.get_preset('tiny', image_resolution=30, vision_heads=3, act='relu6')
-  for part in ('image_resolution 30', 'vision_heads 3', "act 'relu6'"):
+    clip.get_preset('tiny', image_resolution=30, vision_heads=3, act='relu6', vision_position_std=0.0)
+  for part in ('image_resolution 30', 'vision_heads 3', "act 'relu6'", 'vision_position_std 0.0'):
     assert part in str(info.value)
+
+
+def test_vision_position_std_sets_only_the_positional_embedding_init():
+  default = clip.get_preset('tiny')
+  for std, want in ((None, default.vision_width ** -0.5), (1.0, 1.0)):
+    params = clip.init_params(default.replace(vision_position_std=std), jax.random.key(0))
+    table = np.asarray(params['visual']['positional_embedding'])
+    # 17 x 64 normal draws: the sample std is within 4 standard errors ((2 n) ** -1/2, about 2%) of `want`.
+    assert abs(table.std() / want - 1) < 4 / np.sqrt(2 * table.size)
+  reference = clip.init_params(default, jax.random.key(0))
+  del params['visual']['positional_embedding'], reference['visual']['positional_embedding']
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, reference)
 
 
 def test_every_parameter_has_logical_axes():

@@ -190,6 +190,7 @@ BAD = {
     'head_init': (lambda c: c.network.update(head_init='xavier'), 'train', 1, 1, 'network.head_init'),
     'cdcr_without_wti': (lambda c: c.network.update(cdcr_weight=0.001), 'train', 1, 1, 'network.cdcr_weight'),
     'scan_unroll': (lambda c: c.network.update(scan_unroll=0), 'train', 1, 1, 'network.scan_unroll=0'),
+    'position_std': (lambda c: c.network.update(position_std=0.0), 'train', 1, 1, 'network.position_std=0.0'),
 }
 
 
