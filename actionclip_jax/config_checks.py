@@ -119,6 +119,9 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   position_std = c.network.get('position_std')
   if position_std is not None and not position_std > 0:
     add(f'network.position_std={position_std} must be > 0 (None: OpenAI\'s width ** -0.5)')
+  logit_scale_init = c.network.get('logit_scale_init')
+  if logit_scale_init is not None and not logit_scale_init > 0:
+    add(f'network.logit_scale_init={logit_scale_init} must be > 0 (None: OpenAI\'s 1 / 0.07)')
   cdcr = c.network.get('cdcr_weight')
   if cdcr is not None and (cdcr < 0 or (cdcr > 0 and c.network.interaction != 'wti')):
     add(f'network.cdcr_weight={cdcr} must be >= 0, and 0 unless network.interaction=wti (None: 0.001 with wti)')
@@ -126,6 +129,13 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     add(f'solver.weight_storage={c.solver.weight_storage!r} is not one of {", ".join(optim.WEIGHT_STORAGES)}')
   if c.data.get('augment_order', 'clip') not in ('clip', 'official'):
     add(f'data.augment_order={c.data.augment_order!r} is not one of clip, official')
+  for name in ('color_jitter', 'grayscale'):
+    p = c.data.get(name, 0.0)
+    if not 0.0 <= p <= 1.0:
+      add(f'data.{name}={p} must be a probability in [0, 1]')
+  scales = tuple(c.data.get('crop_scales', (1.0,)))
+  if not scales or not all(0.0 < s <= 1.0 for s in scales):
+    add(f'data.crop_scales={scales} must be fractions of the short side in (0, 1]')
   for name in ('network.drop_out', 'network.emb_dropout'):
     rate = _get(c, name)
     if not 0.0 <= rate < 1.0:

@@ -115,7 +115,8 @@ class Demo:
 
   def world(self) -> dict:
     with self.stage('world'):
-      return synthetic.make_world(self.path('data'), seed=self.seed, **(QUICK_WORLD if self.quick else {}))
+      return synthetic.make_world(self.path('data'), seed=self.seed,
+                                  **(QUICK_WORLD if self.quick else {'workers': os.cpu_count() or 1}))
 
   def pretrain(self, world: dict) -> str:
     workdir = self.path('pretrain')

@@ -59,6 +59,12 @@ def base() -> ml_collections.ConfigDict:
   # frames in more combinations, as every TSN-style recipe does.
   c.data.random_shift = True
   c.data.flip = True
+  # The official training transform: a multi-scale crop (each side a random one of these fractions of the short
+  # side), then, per clip, colour jitter with probability `color_jitter` and grayscale with `grayscale`. Where
+  # colour names the class, jitter and grayscale change the label: turn them off (configs/demo.py).
+  c.data.crop_scales = (1.0, 0.875, 0.75, 0.66)
+  c.data.color_jitter = 0.8
+  c.data.grayscale = 0.2
   c.data.randaug = ml_collections.ConfigDict({'N': 2, 'M': 9})
   # 'clip': colour jitter and RandAugment are drawn once per clip, RandAugment after the crop (every frame of a clip
   # gets the same transform, so the augmentation adds no fake motion; and it runs on the crop, cheaper).
@@ -102,6 +108,8 @@ def base() -> ml_collections.ConfigDict:
   c.network.scan_unroll = 1
   # Std of the image tower's positional embedding when it starts from scratch; None = OpenAI's width ** -0.5.
   c.network.position_std = ml_collections.config_dict.placeholder(float)
+  # exp(logit_scale) when CLIP starts from scratch; None = OpenAI's 1 / 0.07.
+  c.network.logit_scale_init = ml_collections.config_dict.placeholder(float)
   c.network.templates = ml_collections.config_dict.placeholder(tuple)  # None = the 16 ActionCLIP templates
   # Conv_1D's reshape: 'transpose' ([b, t, c] -> [b, c, t], what the official code means), 'official' (its `view`,
   # which its checkpoints were trained with), 'auto' = official when init_from is an official ActionCLIP checkpoint.

@@ -20,15 +20,19 @@ appear/disappear pair from the others. An order-blind model (meanP) can at best 
 of a clip's frames; telling a verb from its partner takes their order.
 
 Objects are two-tone, their front half (the side their orientation points to) darker, so a circle's rotation shows
-at 32 pixels, and a rotation's direction is never ambiguous: between two sampled frames of a clip the object turns
-well under half a turn.
+at 32 pixels, and a rotation's direction is never ambiguous: between two of a clip's 8 sampled frames the object
+turns by less than half a turn (`_TURNS`).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import csv
 import dataclasses
+import functools
 import json
+import multiprocessing
 import os
 
 import av
@@ -129,8 +133,12 @@ _CHANGES = {
     'rotating clockwise': ('angle', 1), 'rotating counter-clockwise': ('angle', -1),  # y down: +angle is clockwise
     'growing': ('scale', 1), 'shrinking': ('scale', -1), 'appearing': ('alpha', 1), 'disappearing': ('alpha', -1)}
 _FADE = 0.15  # appear/disappear: the fade's length, as a fraction of the video
-_DARK_FRONT = 0.55  # how much darker the front half is
+_DARK_FRONT = 0.8  # how much darker the front half is
 _RADIUS = (0.1, 0.14)  # an object's middle radius, as a fraction of the picture
+# A rotating object's turns over its video. 8 segments of a video are at most two segments (a quarter of it) apart,
+# so it turns under half a turn between two sampled frames (no ambiguous direction) and often by more than the
+# eighth of a turn that the captions' `pointing` resolves.
+_TURNS = (1.0, 1.4)
 
 
 def class_name(colour: str, shape: str, verb: str) -> str:
@@ -237,7 +245,7 @@ def draw_scene(rng: np.random.Generator, size: int, frames: tuple[int, int] = (1
   ratio = rng.uniform(1.6, 2.0)
   log_scale = rng.uniform(-0.5, 0.5)
   angle = rng.uniform(0, 2 * np.pi)
-  turn = rng.uniform(0.5, 0.8) * 2 * np.pi
+  turn = rng.uniform(*_TURNS) * 2 * np.pi
   switch = rng.uniform(-0.25, 0.25)
   noise = rng.uniform(2, 7)
   # Room for the largest the object gets, anywhere on its path.
@@ -294,9 +302,13 @@ def _where(x: float, y: float, size: int) -> str:
   return f'on the {column}' if column else 'in the centre'
 
 
+_POINTING = ('right', 'down right', 'down', 'down left', 'left', 'up left', 'up', 'up right')  # clockwise from 0
+
+
 def _pointing(angle: float) -> str:
-  """The side the dark half faces: 'right', 'down', 'left' or 'up' (y grows downwards)."""
-  return ('right', 'down', 'left', 'up')[int(np.round(angle / (np.pi / 2))) % 4]
+  """The way the dark half faces, to the nearest eighth of a turn: 'right', 'down right', 'down', ... (y grows
+  downwards)."""
+  return _POINTING[int(np.round(angle / (2 * np.pi / len(_POINTING)))) % len(_POINTING)]
 
 
 def caption(colour: str, shape: str, x: float, y: float, radius: float, angle: float, size: int) -> str:
@@ -321,9 +333,33 @@ def _video_rng(seed: int, split: str, class_index: int, i: int) -> np.random.Gen
   return np.random.default_rng([seed, SPLITS.index(split), class_index, i])
 
 
-def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout=None, train_per_class: int = 60,
-               val_per_class: int = 4, heldout_per_class: int = 6, heldout_train_per_class: int = 4,
-               size: int = 32, frames: tuple[int, int] = (16, 32), pretrain_images: int = 2000) -> dict[str, str]:
+@dataclasses.dataclass(frozen=True)
+class _Video:
+  """One video of the world to write (a picklable job for the writing processes)."""
+  out: str
+  seed: int
+  split: str
+  class_index: int  # among all objects x verbs: seeds the video
+  combo: tuple[str, str, str]
+  label: int  # in its split's label list
+  i: int
+  size: int
+  frames: tuple[int, int]
+
+
+def _write_world_video(job: _Video) -> str:
+  """Renders and writes one video; returns its list line."""
+  rng = _video_rng(job.seed, job.split, job.class_index, job.i)
+  scene = draw_scene(rng, job.size, job.frames)
+  name = f'videos/{job.split}/{class_name(*job.combo).replace(" ", "_")}_{job.i:03d}.mp4'
+  write_video(os.path.join(job.out, name), render(scene, *job.combo, rng), fps=scene.fps)
+  return f'{name} {scene.num_frames} {job.label}\n'
+
+
+def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout=None, train_per_class: int = 150,
+               val_per_class: int = 8, heldout_per_class: int = 12, heldout_train_per_class: int = 4,
+               size: int = 32, frames: tuple[int, int] = (16, 32), pretrain_images: int = 2000,
+               workers: int = 1) -> dict[str, str]:
   """Writes the synthetic action world into `out`, deterministically from `seed`; returns its files' paths.
 
   Classes are every (colour, shape) of `objects` with every verb of `verbs`; those of `heldout` ((colour, shape,
@@ -334,7 +370,8 @@ def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout
   few-shot training), `pretrain/captions.csv` (`path,caption`, paths relative to `out/pretrain`: single pictures
   whose captions name the object's size, colour, shape, orientation and position, see `caption`) and `world.json`
   (`classes`: per class its id, name, shape, colour, verb and split `seen|heldout`; and the seed, size, frame range
-  and verb pairs). Videos are `size` pixels square, `frames[0]..frames[1]` frames long.
+  and verb pairs). Videos are `size` pixels square, `frames[0]..frames[1]` frames long. `workers` > 1 writes the
+  videos in that many processes; the files are the same.
   """
   unknown = sorted(set(verbs) - set(VERBS)) + sorted({c for c, _ in objects} - set(COLOURS))
   unknown += sorted({s for _, s in objects} - set(SHAPES))
@@ -356,22 +393,27 @@ def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout
   os.makedirs(out, exist_ok=True)
   _write_labels(paths['label_list'], [class_name(*c) for c in seen])
   _write_labels(paths['heldout_label_list'], [class_name(*c) for c in heldout])
-  for split, classes, per_class, key in (('train', seen, train_per_class, 'train_list'),
-                                         ('val', seen, val_per_class, 'val_list'),
-                                         ('heldout_train', heldout, heldout_train_per_class, 'heldout_train_list'),
-                                         ('heldout', heldout, heldout_per_class, 'heldout_list')):
-    paths[key] = os.path.join(out, f'{split}.txt')
-    lines = []
-    for label, combo in enumerate(classes):
-      for i in range(per_class):
-        rng = _video_rng(seed, split, combos.index(combo), i)
-        scene = draw_scene(rng, size, frames)
-        name = f'videos/{split}/{class_name(*combo).replace(" ", "_")}_{i:03d}.mp4'
-        os.makedirs(os.path.dirname(os.path.join(out, name)), exist_ok=True)
-        write_video(os.path.join(out, name), render(scene, *combo, rng), fps=scene.fps)
-        lines.append(f'{name} {scene.num_frames} {label}\n')
-    with open(paths[key], 'w') as f:
-      f.writelines(lines)
+  splits = (('train', seen, train_per_class, 'train_list'), ('val', seen, val_per_class, 'val_list'),
+            ('heldout_train', heldout, heldout_train_per_class, 'heldout_train_list'),
+            ('heldout', heldout, heldout_per_class, 'heldout_list'))
+  jobs = {split: [_Video(out, seed, split, combos.index(combo), combo, label, i, size, frames)
+                  for label, combo in enumerate(classes) for i in range(per_class)]
+          for split, classes, per_class, _ in splits}
+  for split in jobs:
+    os.makedirs(os.path.join(out, 'videos', split), exist_ok=True)
+  # Each video draws from its own generator, so writing them in any order, in any process, gives the same world.
+  with contextlib.ExitStack() as stack:
+    if workers > 1:
+      pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+          workers, mp_context=multiprocessing.get_context('spawn')))  # no fork of a caller's threads (JAX's)
+      write = functools.partial(pool.map, chunksize=16)
+    else:
+      write = map
+    for split, _, _, key in splits:
+      paths[key] = os.path.join(out, f'{split}.txt')
+      lines = list(write(_write_world_video, jobs[split]))
+      with open(paths[key], 'w') as f:
+        f.writelines(lines)
 
   _write_captions(os.path.dirname(paths['captions']), seed, size, pretrain_images)
   classes = [{'id': label, 'name': class_name(*combo), 'shape': combo[1], 'colour': combo[0], 'verb': combo[2],
@@ -401,8 +443,9 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description='Writes the synthetic action world (videos, lists, captions).')
   parser.add_argument('--out', required=True, help='Output directory.')
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='Processes writing videos.')
   args = parser.parse_args(argv)
-  paths = make_world(args.out, args.seed)
+  paths = make_world(args.out, args.seed, workers=args.workers)
   print(json.dumps(paths, indent=2))
 
 

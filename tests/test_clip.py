@@ -36,8 +36,10 @@ def test_unknown_preset_lists_the_known_ones():
 
 def test_invalid_config_names_every_problem():
   with pytest.raises(ValueError) as info:
-    clip.get_preset('tiny', image_resolution=30, vision_heads=3, act='relu6', vision_position_std=0.0)
-  for part in ('image_resolution 30', 'vision_heads 3', "act 'relu6'", 'vision_position_std 0.0'):
+    clip.get_preset('tiny', image_resolution=30, vision_heads=3, act='relu6', vision_position_std=0.0,
+                    logit_scale_init=0.0)
+  for part in ('image_resolution 30', 'vision_heads 3', "act 'relu6'", 'vision_position_std 0.0',
+               'logit_scale_init 0.0'):
     assert part in str(info.value)
 
 
@@ -50,6 +52,15 @@ def test_vision_position_std_sets_only_the_positional_embedding_init():
     assert abs(table.std() / want - 1) < 4 / np.sqrt(2 * table.size)
   reference = clip.init_params(default, jax.random.key(0))
   del params['visual']['positional_embedding'], reference['visual']['positional_embedding']
+  jax.tree_util.tree_map(np.testing.assert_array_equal, params, reference)
+
+
+def test_logit_scale_init_sets_only_the_temperature():
+  default = clip.get_preset('tiny')
+  reference = clip.init_params(default, jax.random.key(0))
+  params = clip.init_params(default.replace(logit_scale_init=100.0), jax.random.key(0))
+  np.testing.assert_allclose(np.exp(reference.pop('logit_scale')), 1 / 0.07, rtol=1e-6)  # float32 exp: ulps
+  np.testing.assert_allclose(np.exp(params.pop('logit_scale')), 100.0, rtol=1e-6)
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, reference)
 
 

@@ -191,6 +191,11 @@ BAD = {
     'cdcr_without_wti': (lambda c: c.network.update(cdcr_weight=0.001), 'train', 1, 1, 'network.cdcr_weight'),
     'scan_unroll': (lambda c: c.network.update(scan_unroll=0), 'train', 1, 1, 'network.scan_unroll=0'),
     'position_std': (lambda c: c.network.update(position_std=0.0), 'train', 1, 1, 'network.position_std=0.0'),
+    'logit_scale_init': (lambda c: c.network.update(logit_scale_init=0.0), 'train', 1, 1,
+                         'network.logit_scale_init=0.0'),
+    'color_jitter': (lambda c: c.data.update(color_jitter=1.5), 'train', 1, 1, 'data.color_jitter=1.5'),
+    'grayscale': (lambda c: c.data.update(grayscale=-0.1), 'train', 1, 1, 'data.grayscale=-0.1'),
+    'crop_scales': (lambda c: c.data.update(crop_scales=(1.0, 0.0)), 'train', 1, 1, 'data.crop_scales'),
 }
 
 
