@@ -52,9 +52,9 @@ class CLIPConfig:
   # Std of the image tower's positional embedding at init; None: OpenAI's vision_width ** -0.5. Only a tower
   # trained from scratch sees it (configs/demo.py says why it raises it).
   vision_position_std: float | None = None
-  # exp(logit_scale) at init: OpenAI's 1 / 0.07. Only a model trained from scratch sees it; a frozen text tower
-  # freezes it too (optim.group_of), so it then stays the temperature of every later fine-tune.
-  logit_scale_init: float = 1 / 0.07
+  # exp(logit_scale) at init; None: OpenAI's 1 / 0.07. Only a model trained from scratch sees it; a frozen text
+  # tower freezes it too (optim.group_of), so it then stays the temperature of every later fine-tune.
+  logit_scale_init: float | None = None
   # ActionCLIP's video options of the image tower (`build_model(tsm=, T=, dropout=, joint=, emb_dropout=)`).
   num_frames: int = 1  # frames per video; fixes the shape of joint's time embedding
   joint: bool = False  # pre-network prompt: all frames' patch tokens in one sequence, plus a time embedding
@@ -80,8 +80,8 @@ class CLIPConfig:
       problems.append(f'num_frames {self.num_frames} must be >= 1')
     if self.vision_position_std is not None and not self.vision_position_std > 0:
       problems.append(f'vision_position_std {self.vision_position_std} must be > 0 (or None)')
-    if not self.logit_scale_init > 0:
-      problems.append(f'logit_scale_init {self.logit_scale_init} must be > 0')
+    if self.logit_scale_init is not None and not self.logit_scale_init > 0:
+      problems.append(f'logit_scale_init {self.logit_scale_init} must be > 0 (or None)')
     if self.act not in ACTIVATIONS:
       problems.append(f'act {self.act!r} is not one of {sorted(ACTIVATIONS)}')
     if problems:
@@ -351,8 +351,8 @@ class CLIP(nn.Module):
     self.text_projection = self.param(
         'text_projection', _param_init(nn.initializers.normal(c.transformer_width ** -0.5), EMBED, PROJ),
         (c.transformer_width, c.embed_dim))
-    self.logit_scale = self.param(
-        'logit_scale', _param_init(nn.initializers.constant(math.log(c.logit_scale_init))), ())
+    scale = 1 / 0.07 if c.logit_scale_init is None else c.logit_scale_init
+    self.logit_scale = self.param('logit_scale', _param_init(nn.initializers.constant(math.log(scale))), ())
 
   def encode_image(self, images, deterministic: bool = True):
     """images: float [N, H, W, 3], CLIP-normalized -> [N, embed_dim] (not normalized)."""

@@ -52,9 +52,11 @@ def train_dataset(config, workdir: str, names: list[str]):
   src = source(data, data.train_list, names)
   sampler = sampling.SegmentSampler(data.num_segments, data.seg_length)
   randaug = RandAugment(data.randaug.N, data.randaug.M) if data.randaug.N > 0 else None
+  # A config saved before crop_scales/color_jitter/grayscale existed gets TrainAugment's own defaults (official).
   train_augment = augment.TrainAugment(
-      data.input_size, scales=tuple(data.get('crop_scales', augment.CROP_SCALES)), flip=data.flip,
-      jitter_p=data.get('color_jitter', 0.8), grayscale_p=data.get('grayscale', 0.2), randaugment=randaug,
+      data.input_size, scales=tuple(data.get('crop_scales', augment.TrainAugment.scales)), flip=data.flip,
+      jitter_p=data.get('color_jitter', augment.TrainAugment.jitter_p),
+      grayscale_p=data.get('grayscale', augment.TrainAugment.grayscale_p), randaugment=randaug,
       per_frame=data.get('augment_order', 'clip') == 'official')
   return src, pipeline.train_dataset(
       src, sampler if data.random_shift else _CentreSampler(sampler), train_augment,

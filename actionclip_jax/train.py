@@ -35,7 +35,7 @@ def model_config(config) -> video.ActionCLIPConfig:
       n.arch, num_frames=config.data.num_segments * config.data.seg_length, joint=n.joint, tsm=n.tsm,
       drop_path=n.drop_out, emb_dropout=n.emb_dropout, dtype=compute_dtype(n.dtype), remat=n.remat,
       scan_unroll=n.get('scan_unroll', 1), vision_position_std=n.get('position_std'),
-      **({'logit_scale_init': n.logit_scale_init} if n.get('logit_scale_init') is not None else {}))
+      logit_scale_init=n.get('logit_scale_init'))
   if clip_config.image_resolution != config.data.input_size:
     clip_config = clip_config.replace(image_resolution=config.data.input_size)
   return video.ActionCLIPConfig(clip_config, sim_header=n.sim_header, interaction=n.interaction,

@@ -161,14 +161,11 @@ class ColorJitter:
     return image.convert('L' if self.gray else 'RGB', self.matrix(mean))
 
 
-CROP_SCALES = (1, .875, .75, .66)  # GroupMultiScaleCrop's, as the official training transform
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainAugment:
   """ActionCLIP's training transform; `flip=False` for direction-sensitive datasets."""
   input_size: int = 224
-  scales: tuple[float, ...] = CROP_SCALES
+  scales: tuple[float, ...] = (1, .875, .75, .66)
   max_distort: int = 1
   flip: bool = True
   jitter_p: float = 0.8
