@@ -81,7 +81,7 @@ def pretrain(c) -> None:
   """CLIP on image-caption pairs: the image tower learns to meet the frozen text tower's captions (AdamW lr 1e-3,
   short warm-up, cosine)."""
   c.data.batch_size = 64
-  c.solver.total_steps = 800
+  c.solver.total_steps = 1200  # 30 s more than 800; `transf` fine-tuned from it: 91.8% val top-1 against 90.6%
   c.solver.lr = 1e-3
   c.solver.lr_warmup_step = 30
   c.solver.weight_decay = 0.05

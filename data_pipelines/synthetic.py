@@ -19,9 +19,17 @@ drawn from the distribution its changing attribute sweeps); only a missing or fa
 appear/disappear pair from the others. An order-blind model (meanP) can at best tell the pairs apart from the spread
 of a clip's frames; telling a verb from its partner takes their order.
 
-Objects are two-tone, their front half (the side their orientation points to) darker, so a circle's rotation shows
-at 32 pixels, and a rotation's direction is never ambiguous: between two of a clip's 8 sampled frames the object
-turns by less than half a turn (`_TURNS`).
+Objects show the way they face: their front half is darker, and a dark hand, three radii long, reaches out from
+their centre that way. An object is about one 8-pixel patch of a 32-pixel frame, and without the hand the tiny image
+tower barely sees its orientation. A rotating object faces up halfway through its video (as a clock hand passes
+twelve; `_ROTATION_MIDDLE`) and turns once over it, so which way it turns shows in where its hand points early and
+late in a clip, as a direction shows in where the object is early and late; with any orientation halfway through,
+the turn is only in how two frames' orientations differ. Measured with the demo's recipe (pre-trained tiny CLIP,
+`Transf`, 1,600 steps, 256 val videos; 1 to 1.4 turns a video then, one now, see `_TURN`), clockwise and
+counter-clockwise videos are named right 58% of the time facing up halfway without the hand, 62% with the hand from
+any middle orientation, 92% with both; facing up halfway, a linear probe of the 8 frame features of the pre-trained
+image tower tells the two apart in 75% of videos without the hand, 98% with it. Between two of a clip's 8 sampled
+frames the object turns by less than half a turn (`_TURN`): the way it turns is never ambiguous.
 """
 from __future__ import annotations
 
@@ -133,12 +141,18 @@ _CHANGES = {
     'rotating clockwise': ('angle', 1), 'rotating counter-clockwise': ('angle', -1),  # y down: +angle is clockwise
     'growing': ('scale', 1), 'shrinking': ('scale', -1), 'appearing': ('alpha', 1), 'disappearing': ('alpha', -1)}
 _FADE = 0.15  # appear/disappear: the fade's length, as a fraction of the video
-_DARK_FRONT = 0.8  # how much darker the front half is
+_DARK_FRONT = 0.8  # how much darker the front half and the hand are
+# The hand: its length and half-width, in radii. An object is about one 8-pixel patch of the 32-pixel frame, so its
+# own outline tells the tiny image tower little of its orientation; a hand reaching into the next patches does
+# (see the module docstring).
+_HAND = (3.0, 0.5)
+_ROTATION_MIDDLE = -np.pi / 2  # a rotating object faces up halfway through its video (see the module docstring)
 _RADIUS = (0.1, 0.14)  # an object's middle radius, as a fraction of the picture
-# A rotating object's turns over its video. 8 segments of a video are at most two segments (a quarter of it) apart,
-# so it turns under half a turn between two sampled frames (no ambiguous direction) and often by more than the
-# eighth of a turn that the captions' `pointing` resolves.
-_TURNS = (1.0, 1.4)
+# A rotating object turns once over its video: its frames then face every way equally often, as a still object's
+# do. A clip's consecutive frames (one from each of 8 segments) are at most two segments, a quarter turn, apart: under
+# half a turn (no ambiguous direction), and often more than the eighth of a turn that the captions' `pointing`
+# resolves.
+_TURN = 2 * np.pi
 
 
 def class_name(colour: str, shape: str, verb: str) -> str:
@@ -166,7 +180,6 @@ class Scene:
   ratio: float
   log_scale: float  # static, in [-1/2, 1/2]
   angle: float  # static orientation (of the dark half)
-  turn: float  # total rotation over the video
   switch: float  # appear/disappear: time of the half-faded frame
   noise: float  # per-pixel noise std
   background: np.ndarray  # float32 [H, W, 3], the distractor drawn in
@@ -220,17 +233,23 @@ def _coverage(distance):
   return np.clip(0.5 - distance, 0.0, 1.0)  # one-pixel anti-aliased edge
 
 
-def _draw_object(frames, shape: str, colour, cx, cy, radius, angle, alpha, two_tone: bool = True) -> None:
-  """Draws in place on float frames [N, S, S, 3]; every object argument is [N]. With `two_tone`, the half of the
-  object that `angle` points to is darker."""
+def _draw_object(frames, shape: str, colour, cx, cy, radius, angle, alpha, marked: bool = True) -> None:
+  """Draws in place on float frames [N, S, S, 3]; every object argument is [N]. With `marked`, the object shows the
+  way it faces (`angle`): the half of it on that side is darker, and a dark hand reaches out from its centre that
+  way, `_HAND[0]` radii long (cut off at the picture's edge)."""
   x, y = _grid(frames.shape[1])
   cx, cy, radius, angle, alpha = (np.asarray(v, np.float32)[:, None, None] for v in (cx, cy, radius, angle, alpha))
   dx, dy = x - cx, y - cy
   body = _coverage(_shape_distance(shape, dx, dy, radius, angle)) * alpha
   colour = np.asarray(colour, np.float32)
-  if two_tone:
-    front = _coverage(-(dx * np.cos(angle) + dy * np.sin(angle)))  # 1 on the front side of the line through the centre
-    colour = colour * (1 - _DARK_FRONT * front[..., None])
+  if marked:
+    u = dx * np.cos(angle) + dy * np.sin(angle)  # along the way the object faces
+    v = -dx * np.sin(angle) + dy * np.cos(angle)
+    front = _coverage(-u)  # 1 on the front side of the line through the centre
+    length, half_width = _HAND[0] * radius, _HAND[1] * radius
+    hand = _coverage(np.maximum(np.abs(u - length / 2) - length / 2, np.abs(v) - half_width)) * alpha
+    body = np.maximum(body, hand)
+    colour = colour * (1 - _DARK_FRONT * np.maximum(front, hand)[..., None])
   frames += body[..., None] * (colour - frames)
 
 
@@ -245,7 +264,6 @@ def draw_scene(rng: np.random.Generator, size: int, frames: tuple[int, int] = (1
   ratio = rng.uniform(1.6, 2.0)
   log_scale = rng.uniform(-0.5, 0.5)
   angle = rng.uniform(0, 2 * np.pi)
-  turn = rng.uniform(*_TURNS) * 2 * np.pi
   switch = rng.uniform(-0.25, 0.25)
   noise = rng.uniform(2, 7)
   # Room for the largest the object gets, anywhere on its path.
@@ -258,8 +276,8 @@ def draw_scene(rng: np.random.Generator, size: int, frames: tuple[int, int] = (1
   d_x, d_y = rng.uniform(d_radius, size - d_radius, 2)
   d_shape = SHAPES[rng.integers(len(SHAPES))]
   _draw_object(distractor, d_shape, (grey,) * 3, [d_x], [d_y], [d_radius], [rng.uniform(0, 2 * np.pi)], [1.0],
-               two_tone=False)
-  return Scene(num_frames, fps, phase, offset, travel, centre, radius, ratio, log_scale, angle, turn, switch, noise,
+               marked=False)
+  return Scene(num_frames, fps, phase, offset, travel, centre, radius, ratio, log_scale, angle, switch, noise,
                distractor[0])
 
 
@@ -273,7 +291,7 @@ def object_states(scene: Scene, verb: str) -> dict[str, np.ndarray]:
   state = {'x': np.full(n, scene.offset[0]), 'y': np.full(n, scene.offset[1]), 'scale': np.full(n, scene.log_scale),
            'angle': np.full(n, scene.angle), 'alpha': np.ones(n)}
   if change == 'angle':
-    state['angle'] = scene.angle + sign * scene.turn * clock
+    state['angle'] = _ROTATION_MIDDLE + sign * _TURN * clock
   elif change == 'alpha':
     state['alpha'] = np.clip((sign * clock - scene.switch) / _FADE + 0.5, 0, 1)
   else:

@@ -126,6 +126,18 @@ def test_directions_on_screen():
   # The dark half points along the angle: right at 0, down (y grows downwards) after a quarter turn clockwise.
   assert frame[0, 16, 20:24].mean() < frame[0, 16, 8:12].mean()
   assert frame[1, 20:24, 16].mean() < frame[1, 8:12, 16].mean()
+  # The hand, dark, reaches past the body (radius 0.9 * 8) on that side only; the far side is background.
+  small = np.full((1, 32, 32, 3), 128.0)
+  synthetic._draw_object(small, 'circle', (200, 200, 200), [16], [16], [4], [0.0], [1])
+  assert small[0, 16, 24:27].max() < 60 and np.all(small[0, 16, 5:8] == 128)
+
+
+def test_rotation_faces_up_halfway():
+  """Both senses of rotation face up at the middle of the video and turn once over it."""
+  scene = _scenes(1)[0]
+  for verb, sign in (('rotating clockwise', 1), ('rotating counter-clockwise', -1)):
+    angle = synthetic.object_states(dataclasses.replace(scene, phase=0.0, num_frames=4), verb)['angle']
+    np.testing.assert_allclose(angle, -np.pi / 2 + sign * 2 * np.pi * np.array([-0.5, -0.25, 0, 0.25]), atol=1e-12)
 
 
 def test_bad_arguments_fail_before_writing(tmp_path):
