@@ -214,11 +214,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
-def _shape_distance(shape: str, x, y, radius, angle):
-  """Signed distance (pixels, negative inside) to a shape of circumradius ~1.1 * radius at (0, 0), rotated by
-  `angle`; x, y are broadcast against radius and angle."""
-  u = x * np.cos(angle) + y * np.sin(angle)  # coordinates in the shape's own frame
-  v = -x * np.sin(angle) + y * np.cos(angle)
+def _shape_distance(shape: str, u, v, radius):
+  """Signed distance (pixels, negative inside) to a shape of circumradius ~1.1 * radius at (0, 0); u, v are
+  coordinates in the shape's own frame (u along the way it faces), broadcast against radius."""
   if shape == 'circle':
     return np.hypot(u, v) - 0.9 * radius
   if shape == 'square':
@@ -240,11 +238,11 @@ def _draw_object(frames, shape: str, colour, cx, cy, radius, angle, alpha, marke
   x, y = _grid(frames.shape[1])
   cx, cy, radius, angle, alpha = (np.asarray(v, np.float32)[:, None, None] for v in (cx, cy, radius, angle, alpha))
   dx, dy = x - cx, y - cy
-  body = _coverage(_shape_distance(shape, dx, dy, radius, angle)) * alpha
+  u = dx * np.cos(angle) + dy * np.sin(angle)  # the object's own frame: u along the way it faces
+  v = -dx * np.sin(angle) + dy * np.cos(angle)
+  body = _coverage(_shape_distance(shape, u, v, radius)) * alpha
   colour = np.asarray(colour, np.float32)
   if marked:
-    u = dx * np.cos(angle) + dy * np.sin(angle)  # along the way the object faces
-    v = -dx * np.sin(angle) + dy * np.cos(angle)
     front = _coverage(-u)  # 1 on the front side of the line through the centre
     length, half_width = _HAND[0] * radius, _HAND[1] * radius
     hand = _coverage(np.maximum(np.abs(u - length / 2) - length / 2, np.abs(v) - half_width)) * alpha
