@@ -28,6 +28,13 @@ def quick_gelu(x):
 
 ACTIVATIONS: dict[str, Callable] = {'quick_gelu': quick_gelu, 'gelu': lambda x: jax.nn.gelu(x, approximate=False)}
 
+# What a rematerialized block keeps for the backward pass (CLIPConfig.remat). 'full': only its input, the whole
+# forward is recomputed; 'dots': the outputs of its weight matmuls (q, k, v, out_proj, c_fc, c_proj: dots without
+# batch dimensions), while LayerNorms, attention scores and softmax, the activation and the residual adds are
+# recomputed from them.
+REMAT_POLICIES: dict[str, Callable | None] = {
+    'full': None, 'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
@@ -45,7 +52,8 @@ class CLIPConfig:
   vision_heads: int | None = None  # OpenAI: vision_width // 64
   act: str = 'quick_gelu'  # 'quick_gelu' (OpenAI weights) or 'gelu' (some Hugging Face checkpoints)
   dtype: str = 'float32'  # compute dtype; params are always float32
-  remat: bool = False  # rematerialize each residual block in the backward pass
+  remat: str = 'none'  # 'none', 'full' or 'dots': what each residual block keeps for the backward pass, see
+  # REMAT_POLICIES
   # Blocks per iteration of each tower's scan (>= layers: none left, straight-line code). Unrolling removes the
   # scan's per-block slicing of stacked params and stacking of saved activations, for a longer compile.
   scan_unroll: int = 1
@@ -82,6 +90,8 @@ class CLIPConfig:
       problems.append(f'vision_position_std {self.vision_position_std} must be > 0 (or None)')
     if self.logit_scale_init is not None and not self.logit_scale_init > 0:
       problems.append(f'logit_scale_init {self.logit_scale_init} must be > 0 (or None)')
+    if self.remat not in ('none', *REMAT_POLICIES):
+      problems.append(f'remat {self.remat!r} is not one of none, {", ".join(REMAT_POLICIES)}')
     if self.act not in ACTIVATIONS:
       problems.append(f'act {self.act!r} is not one of {sorted(ACTIVATIONS)}')
     if problems:
@@ -257,7 +267,7 @@ class Transformer(nn.Module):
   heads: int
   act: str = 'quick_gelu'
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: str = 'none'  # see CLIPConfig.remat
   unroll: int = 1  # blocks per scan iteration, see CLIPConfig.scan_unroll
   init_std: float | None = None  # see ResidualAttentionBlock
   ln_epsilon: float = 1e-5
@@ -268,8 +278,8 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None, deterministic: bool = True):
     block = ResidualAttentionBlock
-    if self.remat:
-      block = nn.remat(block, static_argnums=(3,), prevent_cse=False)
+    if self.remat != 'none':
+      block = nn.remat(block, static_argnums=(3,), prevent_cse=False, policy=REMAT_POLICIES[self.remat])
     stack = nn.scan(
         block, length=self.layers,
         variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},

@@ -107,6 +107,8 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     add(f'network.interaction={c.network.interaction!r} is not one of {", ".join(video.INTERACTIONS)}')
   if c.network.dtype not in (*DTYPES, 'auto'):
     add(f'network.dtype={c.network.dtype!r} is not one of auto, {", ".join(DTYPES)}')
+  if c.network.remat not in ('auto', 'none', *clip.REMAT_POLICIES):
+    add(f'network.remat={c.network.remat!r} is not one of auto, none, {", ".join(clip.REMAT_POLICIES)}')
   if c.eval.get('dtype', '') and c.eval.dtype not in DTYPES:
     add(f'eval.dtype={c.eval.dtype!r} is not one of {", ".join(DTYPES)} (or empty: network.dtype)')
   if c.network.get('head_init', 'official') not in heads.HEAD_INITS:

@@ -45,7 +45,8 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def encode_texts(module: video.ActionCLIP, params, ids: np.ndarray):
   """(pooled [N, D], tokens [N, L', D], mask [N, L']) for every text, with L' the longest valid length."""
-  ids, mask = interaction.truncate_text(ids, np.asarray(interaction.text_token_mask(ids)))
+  ids = prompts.trim_padding(ids)
+  mask = np.asarray(interaction.text_token_mask(ids))
   apply = _encode_text_fn(module)
   padded = -len(ids) % TEXT_CHUNK
   chunks = np.concatenate([ids, np.zeros((padded, ids.shape[1]), ids.dtype)]).reshape(-1, TEXT_CHUNK, ids.shape[1])

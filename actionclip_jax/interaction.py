@@ -100,8 +100,8 @@ def wti_similarity(video_tokens, video_weights, text_tokens, text_weights, text_
 def truncate_text(text, text_mask):
   """Drop the trailing positions no text uses; needs a concrete mask. Returns (text, mask).
 
-  text may be the features [N, L, D] or, better for memory, the token ids [N, L] before the text tower: the tower is
-  causal, so its outputs at the kept positions do not change.
+  text: the text tower's token features [N, L, D] (its token ids are trimmed before the tower, by
+  prompts.trim_padding).
   """
   length = int(np.asarray(text_mask).sum(axis=-1).max())
   if length == text_mask.shape[-1]:

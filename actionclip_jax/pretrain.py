@@ -32,7 +32,7 @@ import optax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from actionclip_jax import checkpoints, clip, inputs, metrics, optim, sharding, tokenizer
+from actionclip_jax import checkpoints, clip, inputs, metrics, optim, prompts, sharding, tokenizer
 from actionclip_jax import train as video_trainer
 from data_pipelines import augment, pipeline, sampling, sources
 from data_pipelines.annotations import AnnotationError, VideoRecord
@@ -106,8 +106,9 @@ def contrastive_loss(logits: jax.Array, caption_ids: jax.Array) -> jax.Array:
 
 
 def make_train_step(module: clip.CLIP, tx, captions, compute_dtype):
-  """`(state, batch, rng) -> (state, stats)`; `captions` is the token table [num captions, L]."""
-  captions = jnp.asarray(captions)
+  """`(state, batch, rng) -> (state, stats)`; `captions` is the token table [num captions, L] (its common padding
+  is dropped: prompts.trim_padding)."""
+  captions = jnp.asarray(prompts.trim_padding(captions))
 
   def loss_fn(params, images, caption_ids, rng):  # images: [B, 1, S, S, 3], one-frame videos
     image_emb, text_emb, logit_scale = module.apply({'params': params['clip']}, images, captions[caption_ids],

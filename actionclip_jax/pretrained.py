@@ -447,7 +447,7 @@ def load_pretrained(path: str, **overrides) -> PretrainedCLIP | video.Pretrained
 
   CLIP checkpoints give a `PretrainedCLIP`; official ActionCLIP checkpoints a `video.PretrainedActionCLIP`
   (`sim_header=` and `num_frames=` may be given; see `read_actionclip`). `overrides` replace inferred config fields
-  (e.g. `dtype='bfloat16'`, `remat=True`, or `vision_heads` for a model not using width // 64 heads).
+  (e.g. `dtype='bfloat16'`, `remat='dots'`, or `vision_heads` for a model not using width // 64 heads).
   """
   path = os.fspath(path)
   obj = _open(path)

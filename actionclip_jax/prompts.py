@@ -34,6 +34,17 @@ def class_token_ids(classnames: Sequence[str], templates: Sequence[str] = TEMPLA
   return ids.reshape(len(templates), len(classnames), context_length)
 
 
+def trim_padding(ids) -> np.ndarray:
+  """Token ids [..., L] without the trailing positions that follow every text's end-of-text token (its largest id).
+
+  The text tower is causal and pools at that token, so its outputs at the kept positions, and the pooled embedding,
+  do not change, and the tower's cost falls with L: 'passing American football (not in game)' under the 16
+  templates needs 16 of CLIP's 77 positions.
+  """
+  ids = np.asarray(ids)
+  return ids[..., :int(ids.argmax(axis=-1).max()) + 1]
+
+
 def sample_text_ids(key: jax.Array, labels: jax.Array, table: jax.Array) -> jax.Array:
   """Training: one uniformly drawn template per sample, as the official train.py. [K, C, L], int [B] -> [B, L]."""
   templates = jax.random.randint(key, labels.shape, 0, table.shape[0])

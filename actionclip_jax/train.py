@@ -33,7 +33,7 @@ def model_config(config) -> video.ActionCLIPConfig:
   n = config.network
   clip_config = clip.get_preset(
       n.arch, num_frames=config.data.num_segments * config.data.seg_length, joint=n.joint, tsm=n.tsm,
-      drop_path=n.drop_out, emb_dropout=n.emb_dropout, dtype=compute_dtype(n.dtype), remat=n.remat,
+      drop_path=n.drop_out, emb_dropout=n.emb_dropout, dtype=compute_dtype(n.dtype), remat=remat_mode(n.remat),
       scan_unroll=n.get('scan_unroll', 1), vision_position_std=n.get('position_std'),
       logit_scale_init=n.get('logit_scale_init'))
   if clip_config.image_resolution != config.data.input_size:
@@ -49,6 +49,14 @@ def compute_dtype(name: str, platform: str | None = None) -> str:
   if name != 'auto':
     return name
   return 'float32' if (platform or jax.default_backend()) == 'cpu' else 'bfloat16'
+
+
+def remat_mode(name: str, platform: str | None = None) -> str:
+  """network.remat resolved: 'auto' is 'dots' on CPU and 'none' on GPU/TPU (configs/common.py says why); any other
+  name is returned as it is."""
+  if name != 'auto':
+    return name
+  return 'dots' if (platform or jax.default_backend()) == 'cpu' else 'none'
 
 
 def _conv_official_reshape(config) -> bool:
@@ -156,8 +164,9 @@ def loss_parts_and_grads(module: video.ActionCLIP, params, frames, ids, labels, 
 def make_train_step(module, tx, table, accum_steps: int, compute_dtype, *, cdcr_weight: float = 0.0,
                     weight_storage: str = 'float32'):
   """The jit-able step. `weight_storage` (optim.store) rounds what it keeps after each update, as the official
-  trainer does with 'official_fp16'."""
-  table = jnp.asarray(table)
+  trainer does with 'official_fp16'. The text tower sees `table` without its common padding (prompts.trim_padding:
+  the same loss, fewer positions)."""
+  table = jnp.asarray(prompts.trim_padding(table))
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state['step'])

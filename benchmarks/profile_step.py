@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
   parser.add_argument('--dtype', default='float32')
   parser.add_argument('--classes', type=int, default=400, help='classes of the prompt table')
   parser.add_argument('--scan-unroll', type=int, default=1, help='network.scan_unroll')
-  parser.add_argument('--remat', action='store_true', help='network.remat=True')
+  parser.add_argument('--remat', default='auto', help='network.remat (auto, none, full, dots)')
   parser.add_argument('--steps', type=int, default=2, help='traced steps')
   parser.add_argument('--top', type=int, default=15, help='rows of the costliest-ops table')
   parser.add_argument('--out', default='', help='also write the tables as JSON here')
@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
   compile_s = time.perf_counter() - start
   per_op, ops, wall = profile(compiled, train_step.stepper(compiled, state, batch, rng), args.steps)
   ceiling = train_step.jax_matmul_gflops(2048, args.dtype)
-  flops = train_step.model_flops(mcfg.clip, args.frames, args.batch, train=True)
+  flops = train_step.train_flops(mcfg.clip, args)
   total = sum(per_op.values())
   by_kind, by_module, by_phase_kind = collections.Counter(), collections.Counter(), collections.Counter()
   for name, seconds in per_op.items():

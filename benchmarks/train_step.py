@@ -14,8 +14,9 @@ inside each step. bfloat16 is `network.dtype='bfloat16'` for JAX and `torch.auto
 Each (framework, dtype) runs in its own subprocess, so peak RSS (ru_maxrss) is that framework's alone; a
 subprocess measures the framework's 2048^2 matmul ceiling in its dtype, then eval (peak RSS read after it), then
 train. Rounds interleave the frameworks, reversing the order every round. Times are medians of `--steps` after
-`--warmup`; FLOPs are analytic (`model_flops`, matmuls only, backward = 2x forward), so % of ceiling is comparable
-across frameworks. Prints JSON lines (also to `--out`), then a Markdown table.
+`--warmup`; FLOPs are analytic (`model_flops`, matmuls only, backward = 2x forward; the text at the length our step
+trims it to, for both), so % of ceiling is comparable across frameworks. Prints JSON lines (also to `--out`), then
+a Markdown table.
 """
 from __future__ import annotations
 
@@ -47,8 +48,23 @@ def _transformer_flops(tokens: int, width: int, layers: int) -> int:
   return layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
 
 
-def model_flops(clip_config, frames: int, batch: int, train: bool) -> int:
-  """FLOPs of one step: `batch` videos of `frames` frames (+ `batch` texts when training, times 3 for backward)."""
+def prompt_table(args, context_length: int) -> np.ndarray:
+  """[K, C, L] token ids of the 16 templates on `args.classes` class names."""
+  from actionclip_jax import prompts
+  return prompts.class_token_ids([f'action {i}' for i in range(args.classes)], prompts.TEMPLATES, context_length)
+
+
+def train_flops(clip_config, args) -> int:
+  """A train step's FLOPs with the text at the length our step feeds it (prompts.trim_padding), for both
+  frameworks: PyTorch's official step runs all 77 positions, work the loss does not need."""
+  from actionclip_jax import prompts
+  text_length = prompts.trim_padding(prompt_table(args, clip_config.context_length)).shape[-1]
+  return model_flops(clip_config, args.frames, args.batch, train=True, text_length=text_length)
+
+
+def model_flops(clip_config, frames: int, batch: int, train: bool, text_length: int | None = None) -> int:
+  """FLOPs of one step: `batch` videos of `frames` frames (+ `batch` texts of `text_length` tokens, by default the
+  context length, when training; times 3 for backward)."""
   c = clip_config
   patches = (c.image_resolution // c.vision_patch_size) ** 2
   image = (2 * patches * 3 * c.vision_patch_size ** 2 * c.vision_width
@@ -56,7 +72,7 @@ def model_flops(clip_config, frames: int, batch: int, train: bool) -> int:
   video = frames * image + _transformer_flops(frames, c.embed_dim, FUSION_LAYERS)
   if not train:
     return batch * video
-  text = _transformer_flops(c.context_length, c.transformer_width, c.transformer_layers) + (
+  text = _transformer_flops(text_length or c.context_length, c.transformer_width, c.transformer_layers) + (
       2 * c.transformer_width * c.embed_dim)
   return 3 * batch * (video + text)
 
@@ -157,7 +173,7 @@ def jax_worker(args) -> None:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   times = _timed(stepper(compiled, state, batch, rng), args.warmup, args.steps)
-  flops = model_flops(mcfg.clip, args.frames, args.batch, train=True)
+  flops = train_flops(mcfg.clip, args)
   _emit({**base, 'what': 'train', 'batch': args.batch, 'times': times, 'compile_s': compile_s, 'flops': flops,
          'xla_flops': float(cost.get('flops', 0.0)) if cost else None, 'peak_rss': _peak_rss(),
          'peak_device_bytes': gpu_peak() if platform != 'cpu' else None})
@@ -182,8 +198,7 @@ def jax_train_step(args, config, params, frames, labels):
   from actionclip_jax import optim, train, video
 
   mcfg = train.model_config(config)
-  names = [f'action {i}' for i in range(args.classes)]
-  table = train.class_table(config, names, mcfg.clip.context_length)
+  table = prompt_table(args, mcfg.clip.context_length)
   tx = optim.make(config.solver, config.network, 10, 1000, params)
   state = {'params': params, 'opt': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
   step_fn = train.make_train_step(video.ActionCLIP(mcfg), tx, table, 1, jnp.dtype(args.dtype))
@@ -295,9 +310,7 @@ def torch_worker(args) -> None:
   optimizer = torch.optim.AdamW([{'params': text}, {'params': visual, 'lr': s.lr * s.ratio},
                                  {'params': fusion.parameters(), 'lr': s.lr * s.f_ratio}],
                                 lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
-  from actionclip_jax import prompts
-  names = [f'action {i}' for i in range(args.classes)]
-  table = prompts.class_token_ids(names, prompts.TEMPLATES, clip_config.context_length)  # [K, C, L]
+  table = prompt_table(args, clip_config.context_length)
   frames_t = torch.from_numpy(frames).to(device)
   labels_t = torch.from_numpy(labels).long()
   rng = np.random.default_rng(0)
@@ -319,7 +332,7 @@ def torch_worker(args) -> None:
 
   times = _timed(train_step, args.warmup, args.steps)
   _emit({**base, 'what': 'train', 'batch': args.batch, 'times': times, 'compile_s': None,
-         'flops': model_flops(clip_config, args.frames, args.batch, train=True), 'peak_rss': _peak_rss(),
+         'flops': train_flops(clip_config, args), 'peak_rss': _peak_rss(),
          'peak_device_bytes': gpu_peak()})
 
 
@@ -371,7 +384,7 @@ def run_worker(args, framework: str, dtype: str, round_: int, checkpoint: str, p
          '--checkpoint', checkpoint, '--params', params, '--preset', args.preset, '--frames', str(args.frames),
          '--batch', str(args.batch), '--eval-batch', str(args.eval_batch), '--steps', str(args.steps),
          '--warmup', str(args.warmup), '--matmul', str(args.matmul), '--classes', str(args.classes),
-         '--scan-unroll', str(args.scan_unroll)] + (['--remat'] if args.remat else [])
+         '--scan-unroll', str(args.scan_unroll), '--remat', args.remat]
   cmd += ['--ceiling-only'] if args.ceiling_only else []
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
   records = [json.loads(line[len('RESULT '):]) for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
@@ -457,7 +470,7 @@ def main(argv=None) -> list[dict]:
   parser.add_argument('--ceiling-only', action='store_true', help='only the matmul ceilings (seconds)')
   parser.add_argument('--classes', type=int, default=400, help='classes of the prompt table')
   parser.add_argument('--scan-unroll', type=int, default=1, help="our towers' network.scan_unroll")
-  parser.add_argument('--remat', action='store_true', help='our network.remat=True')
+  parser.add_argument('--remat', default='auto', help="our network.remat (auto, none, full, dots)")
   parser.add_argument('--worker', choices=('jax', 'torch', 'attention'), help=argparse.SUPPRESS)
   parser.add_argument('--dtype', default='float32', help=argparse.SUPPRESS)
   parser.add_argument('--round', type=int, default=0, help=argparse.SUPPRESS)

@@ -100,7 +100,13 @@ def base() -> ml_collections.ConfigDict:
   # 2048^2 dot bf16 215 vs f32 250 GFLOP/s; ViT-B/32 8-frame train step B=4 7.3 s bf16 vs 6.0 s f32). An explicit
   # dtype wins; resolved in train.compute_dtype.
   c.network.dtype = 'auto'
-  c.network.remat = False  # rematerialize each residual block
+  # What each residual block keeps for the backward pass (clip.REMAT_POLICIES): 'none' (everything), 'full' (its
+  # input: the forward runs again), 'dots' (its weight matmuls' outputs; the elementwise work runs again). 'auto' =
+  # 'dots' on CPU, where re-running LayerNorms, softmax and activations costs less than storing and re-reading them:
+  # ViT-B/32 8-frame B=4 float32 train step on a 2-core AMD EPYC, 'dots' 5.9-6.1 s and peak RSS 4.4-4.5 GiB (3
+  # runs) against 'none' 6.1-6.9 s and 5.6-5.7 GiB (4 runs; benchmarks/train_step.py --remat, BENCHMARKS.md). 'none' on
+  # GPU/TPU, not measured there yet. An explicit mode wins; resolved in train.remat_mode.
+  c.network.remat = 'auto'
   # Blocks per iteration of each CLIP tower's layer scan. Unrolling all of them (12 for ViT-B) ran the ViT-B/32
   # 8-frame B=4 float32 train step 12-19% faster on a 2-core Xeon (the scan's per-block param slices, stacked
   # activations and gradient buffers were ~18% of the step's op time, benchmarks/profile_step.py) but compiled in

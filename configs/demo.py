@@ -98,7 +98,9 @@ def finetune(c, sim_header: str, interaction: str) -> None:
   c.data.color_jitter = 0.0
   c.data.grayscale = 0.0
   c.data.randaug.N, c.data.randaug.M = 0, 0
-  c.solver.total_steps = 800
+  # `transf` val top-1 (config seed 1024 / 1): 89.1 / 88.3% after 800 steps, 92.6 / 88.7% after 1,000, 93.8 / 91.0%
+  # after 1,200; 1,000 keeps `make demo` under 10 minutes.
+  c.solver.total_steps = 1000
   c.solver.lr = 1e-3
   c.solver.lr_warmup_step = 20
   c.solver.weight_decay = 0.05
@@ -112,7 +114,7 @@ def finetune(c, sim_header: str, interaction: str) -> None:
   # Width-scaled head init: at width 32 the official N(0, 0.02) starts Transf as an order-blind mean (heads.py).
   c.network.head_init = 'scaled'
   c.eval.batch_size = 32
-  c.eval.every_steps = 200  # the accuracy curves of the report
+  c.eval.every_steps = 250  # the accuracy curves of the report
   # Few-shot (the held-out classes, K = 2 or 4 videos each): one seed, one lr x weight decay, a few hundred
   # iterations on at most 32 video features; the paper-scale grid (common.base) would take longer than the demo.
   c.eval.fewshot_steps = 300

@@ -1,5 +1,6 @@
 """benchmarks/: the FLOP counter, and gpu_check.sh end to end on the CPU with a tiny model (train_step.py's every
 path but cuDNN: both frameworks' workers, the matmul ceiling, train, eval, attention, the tables)."""
+import argparse
 import json
 import os
 import subprocess
@@ -17,6 +18,10 @@ def test_model_flops_counts_the_towers_matmuls():
   # ViT-B/32, 8 frames, 4 clips: 922 GFLOP a train step (the figure issue 10 was measured against).
   assert round(train_step.model_flops(c, frames=8, batch=4, train=True) / 1e9) == 922
   assert train_step.model_flops(c, 8, 4, train=False) * 2 == train_step.model_flops(c, 8, 8, train=False)
+  # The text at the length the step trims it to: 'Can you recognize the action of action 399?' is 13 tokens.
+  args = argparse.Namespace(classes=400, frames=8, batch=4)
+  assert train_step.train_flops(c, args) == train_step.model_flops(c, 8, 4, train=True, text_length=13)
+  assert train_step.train_flops(c, args) < train_step.model_flops(c, 8, 4, train=True)
 
 
 def test_gpu_check_runs_on_cpu_with_a_tiny_model(tmp_path, xla_cache):

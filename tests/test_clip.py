@@ -37,9 +37,9 @@ def test_unknown_preset_lists_the_known_ones():
 def test_invalid_config_names_every_problem():
   with pytest.raises(ValueError) as info:
     clip.get_preset('tiny', image_resolution=30, vision_heads=3, act='relu6', vision_position_std=0.0,
-                    logit_scale_init=0.0)
+                    logit_scale_init=0.0, remat=True)
   for part in ('image_resolution 30', 'vision_heads 3', "act 'relu6'", 'vision_position_std 0.0',
-               'logit_scale_init 0.0'):
+               'logit_scale_init 0.0', 'remat True'):
     assert part in str(info.value)
 
 
@@ -96,11 +96,11 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close(tiny):
   assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(params))
 
 
-def test_remat_and_unrolling_change_nothing_but_memory_and_speed(tiny):
-  """Rematerialized blocks in an unrolled layer scan (the tiny towers have 2 blocks) compute the same function
-  (one program for both: compiling is this test's cost)."""
+@pytest.mark.parametrize('variant', [dict(remat='full', scan_unroll=2), dict(remat='dots')])
+def test_remat_and_unrolling_change_nothing_but_memory_and_speed(tiny, variant):
+  """Rematerialized blocks, fully or all but their weight matmuls, in an unrolled or scanned stack (the tiny towers
+  have 2 blocks), compute the same function."""
   config, params, images, ids = tiny
-  variant = dict(remat=True, scan_unroll=2)
 
   def loss(p, cfg):
     img, txt, scale = clip.CLIP(cfg).apply({'params': p}, images[:, None], ids)
@@ -117,7 +117,22 @@ def test_remat_and_unrolling_change_nothing_but_memory_and_speed(tiny):
   assert_trees_close(other[1], plain[1], terms)
   # It did unroll: no loop is left in the program.
   assert 'stablehlo.while' in grad.lower(params, config).as_text()
-  assert 'stablehlo.while' not in grad.lower(params, config.replace(**variant)).as_text()
+  assert ('stablehlo.while' in grad.lower(params, config.replace(**variant)).as_text()) == ('scan_unroll' not in variant)
+
+
+def test_remat_modes_keep_less_for_the_backward_pass(tiny):
+  """XLA's own count of the compiled gradient's temporaries: 'dots' keeps less than 'none' (not the elementwise
+  intermediates), 'full' less than 'dots' (not the matmul outputs either)."""
+  config, params, _, _ = tiny
+  images = jnp.zeros((16, 1, 32, 32, 3))
+
+  def temporaries(remat):
+    def loss(p):
+      return jnp.sum(clip.CLIP(config.replace(remat=remat)).apply({'params': p}, images, method='encode_video') ** 2)
+    return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+  none, dots, full = (temporaries(mode) for mode in ('none', 'dots', 'full'))
+  assert full < dots < none, (full, dots, none)
 
 
 def test_text_tokens_pool_at_the_end_token(tiny):

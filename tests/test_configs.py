@@ -160,6 +160,7 @@ BAD = {
     'interaction': (lambda c: c.network.update(interaction='tokens'), 'train', 1, 1, 'network.interaction'),
     'source': (lambda c: c.data.update(source='tfrecord'), 'train', 1, 1, 'data.source'),
     'dtype': (lambda c: c.network.update(dtype='fp8'), 'train', 1, 1, 'network.dtype'),
+    'remat': (lambda c: c.network.update(remat='some'), 'train', 1, 1, "network.remat='some'"),
     'missing_train_list': (lambda c: c.data.update(train_list='/nonexistent/train.txt'), 'train', 1, 1,
                            'data.train_list'),
     'empty_train_list': (lambda c: c.data.update(train_list=''), 'train', 1, 1, 'data.train_list is required'),
@@ -291,12 +292,15 @@ def test_packed_source_takes_directories(tmp_path):
   config_checks.check(c, 'few_shot', 1, 1)  # K shots are drawn from the packed records too
 
 
-def test_dtype_auto_is_float32_on_cpu_bfloat16_on_accelerators_and_an_explicit_dtype_wins():
+@pytest.mark.parametrize('key, resolve, on_platforms, explicit', [
+    ('dtype', 'compute_dtype', ('float32', 'bfloat16', 'bfloat16'), 'bfloat16'),
+    ('remat', 'remat_mode', ('dots', 'none', 'none'), 'full')])
+def test_auto_settings_follow_the_platform_and_an_explicit_value_wins(key, resolve, on_platforms, explicit):
   from actionclip_jax import train
   c = get_config('k400')
-  assert c.network.dtype == 'auto'
-  assert [train.compute_dtype('auto', p) for p in ('cpu', 'gpu', 'tpu')] == ['float32', 'bfloat16', 'bfloat16']
-  assert train.compute_dtype('bfloat16', 'cpu') == 'bfloat16'
-  assert train.model_config(c).clip.dtype == 'float32'  # the tests run on the CPU
-  c.network.dtype = 'bfloat16'
-  assert train.model_config(c).clip.dtype == 'bfloat16'
+  assert c.network[key] == 'auto'
+  assert [getattr(train, resolve)('auto', p) for p in ('cpu', 'gpu', 'tpu')] == list(on_platforms)
+  assert getattr(train, resolve)(explicit, 'cpu') == explicit
+  assert getattr(train.model_config(c).clip, key) == on_platforms[0]  # the tests run on the CPU
+  c.network[key] = explicit
+  assert getattr(train.model_config(c).clip, key) == explicit

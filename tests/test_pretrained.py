@@ -191,8 +191,8 @@ def test_safetensors_openai_layout(tmp_path):
 def test_overrides_replace_inferred_fields(tmp_path):
   model = openai_model(ARCHS['p8'])
   torch.save(model.state_dict(), tmp_path / 'clip.pt')
-  loaded = load_pretrained(tmp_path / 'clip.pt', dtype='bfloat16', remat=True)
-  assert loaded.config.dtype == 'bfloat16' and loaded.config.remat
+  loaded = load_pretrained(tmp_path / 'clip.pt', dtype='bfloat16', remat='full')
+  assert loaded.config.dtype == 'bfloat16' and loaded.config.remat == 'full'
   images, _ = random_inputs(ARCHS['p8'])
   assert loaded.encode_image(images).dtype == np.dtype('bfloat16')
 

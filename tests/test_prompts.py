@@ -35,6 +35,16 @@ def test_templates_are_configurable_and_checked():
     prompts.class_token_ids(CLASSES, templates=('no slot',))
 
 
+def test_trim_padding_keeps_every_position_up_to_the_last_end_token():
+  table = prompts.class_token_ids(CLASSES, context_length=30)
+  trimmed = prompts.trim_padding(table)
+  longest = 'Can you recognize the action of abseiling?'  # the longest text of the table (12 tokens)
+  assert trimmed.shape == (16, 3, len(tokenizer.tokenize(longest, 30)[0].nonzero()[0]))
+  np.testing.assert_array_equal(trimmed, table[..., :trimmed.shape[-1]])
+  assert (table[..., trimmed.shape[-1]:] == 0).all()
+  np.testing.assert_array_equal(prompts.trim_padding(trimmed), trimmed)
+
+
 def test_sample_text_ids_draws_a_template_per_sample_from_the_key():
   table = jnp.arange(16 * 3 * 4).reshape(16, 3, 4)  # row [k, c] = 4 * (3 k + c) + position
   labels = jnp.array([0, 2, 2, 1] * 64)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from actionclip_jax import clip, metrics, tokenize, train, video
+from actionclip_jax import clip, metrics, prompts, tokenize, train, video
 from data_pipelines import synthetic
 from launch_helpers import (REPO, assert_same_run, environment, final_params, finished_steps, launch_args, run,
                             start, wait_for)
@@ -114,3 +114,23 @@ def test_gradient_accumulation_is_the_whole_batch_gradient():
   # or mis-scaled chunk moves the gradient by ~25%.
   np.testing.assert_allclose(loss4, loss1, atol=rounding(8 * 8, loss1), rtol=0)  # an 8x8 log-softmax
   assert_trees_close(g4, g1, terms=1000)
+
+
+def test_the_text_padding_the_step_trims_changes_neither_loss_nor_gradient():
+  """make_train_step feeds the text tower prompts.trim_padding(table): the positions after every end token cannot
+  reach the loss (causal tower, pooled at that token, WTI and its regularizer masked past it)."""
+  arch = clip.get_preset('tiny', num_frames=2, vision_layers=1, transformer_layers=1)
+  config = video.ActionCLIPConfig(arch, sim_header='Transf', interaction='wti')
+  module = video.ActionCLIP(config)
+  params = video.init_params(config, jax.random.key(0))
+  frames = jax.random.normal(jax.random.key(1), (4, 2, 32, 32, 3))
+  ids = tokenize(['a dog', 'a cat', 'archery', 'juggling on one leg'], context_length=16)
+  trimmed = prompts.trim_padding(ids)
+  assert trimmed.shape == (4, 7) and (ids[:, 7:] == 0).all()
+  labels = jax.numpy.asarray([0, 1, 2, 0])
+  grads = jax.jit(lambda p, i: train.loss_parts_and_grads(module, p, frames, i, labels, jax.random.key(2),
+                                                          cdcr_weight=0.001)[::2])
+  (loss, g), (loss_trimmed, g_trimmed) = grads(params, ids), grads(params, trimmed)
+  # Only the text softmaxes' sums change length (over exact zeros); the bounds are those of the test above.
+  np.testing.assert_allclose(loss_trimmed, loss, atol=rounding(4 * 4, loss), rtol=0)
+  assert_trees_close(g_trimmed, g, terms=1000)
