@@ -51,9 +51,12 @@ def compute_dtype(name: str, platform: str | None = None) -> str:
   return 'float32' if (platform or jax.default_backend()) == 'cpu' else 'bfloat16'
 
 
-def remat_mode(name: str, platform: str | None = None) -> str:
-  """network.remat resolved: 'auto' is 'dots' on CPU and 'none' on GPU/TPU (configs/common.py says why); any other
-  name is returned as it is."""
+def remat_mode(name: str | bool, platform: str | None = None) -> str:
+  """network.remat resolved: 'auto' is 'dots' on CPU and 'none' on GPU/TPU (configs/common.py says why); the bool of
+  a run saved before the modes existed (its config.json, read back by predict) is 'full' or 'none'; any other name
+  is returned as it is."""
+  if isinstance(name, bool):
+    return 'full' if name else 'none'
   if name != 'auto':
     return name
   return 'dots' if (platform or jax.default_backend()) == 'cpu' else 'none'

@@ -304,3 +304,16 @@ def test_auto_settings_follow_the_platform_and_an_explicit_value_wins(key, resol
   assert getattr(train.model_config(c).clip, key) == on_platforms[0]  # the tests run on the CPU
   c.network[key] = explicit
   assert getattr(train.model_config(c).clip, key) == explicit
+
+
+def test_a_run_saved_with_remat_as_a_bool_still_builds_its_model():
+  """predict reads a run's config.json back; runs saved before the remat modes wrote true / false."""
+  import json
+
+  import ml_collections
+
+  from actionclip_jax import train
+  saved = json.loads(get_config('k400').to_json_best_effort())
+  for value, mode in ((True, 'full'), (False, 'none')):
+    saved['network']['remat'] = value
+    assert train.model_config(ml_collections.ConfigDict(saved)).clip.remat == mode
