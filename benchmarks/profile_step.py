@@ -1,7 +1,8 @@
-"""Where a train step's time goes: a `jax.profiler` trace of the project's step, broken down per XLA op.
+"""Where a train step's (or the eval encode's) time goes: a `jax.profiler` trace, broken down per XLA op.
 
     .venv/bin/python benchmarks/profile_step.py                    # ViT-B/32, 8 frames, B=4, float32 (~1 min on CPU)
     .venv/bin/python benchmarks/profile_step.py --preset tiny --frames 2 --batch 2 --steps 1   # seconds
+    .venv/bin/python benchmarks/profile_step.py --eval --batch 8   # the eval encode (encode_video) instead
 
 The step is `train_step.py`'s (`train.make_train_step` on the `configs/k400.py` recipe, random weights: timing
 does not depend on their values). After one warm-up step, `--steps` steps run under `jax.profiler.trace` with a
@@ -151,12 +152,15 @@ def main(argv=None) -> dict:
   parser.add_argument('--scan-unroll', type=int, default=1, help='network.scan_unroll')
   parser.add_argument('--remat', default='auto', help='network.remat (auto, none, full, dots)')
   parser.add_argument('--steps', type=int, default=2, help='traced steps')
+  parser.add_argument('--eval', action='store_true', help="the eval encode (encode_video of --batch clips) instead")
   parser.add_argument('--top', type=int, default=15, help='rows of the costliest-ops table')
   parser.add_argument('--out', default='', help='also write the tables as JSON here')
   args = parser.parse_args(argv)
   args.eval_batch = 1
 
   import jax
+
+  import jax.numpy as jnp
 
   from actionclip_jax import train, video
 
@@ -165,14 +169,21 @@ def main(argv=None) -> dict:
   mcfg = train.model_config(config)
   params = video.init_params(mcfg, jax.random.key(0))
   frames, _, labels = train_step._batch_data(args, config.data.input_size)  # pylint: disable=protected-access
-  step_fn, state, batch = train_step.jax_train_step(args, config, params, frames, labels)
-  rng = jax.random.key(0)
   start = time.perf_counter()
-  compiled = step_fn.lower(state, batch, rng).compile()
+  if args.eval:
+    compiled = train_step.jax_eval_encode(video.ActionCLIP(mcfg), jnp.dtype(args.dtype)).lower(params, frames).compile()
+    frames = jax.device_put(frames)
+    run = lambda: compiled(params, frames).block_until_ready()  # noqa: E731
+    flops = train_step.model_flops(mcfg.clip, args.frames, args.batch, train=False)
+  else:
+    step_fn, state, batch = train_step.jax_train_step(args, config, params, frames, labels)
+    rng = jax.random.key(0)
+    compiled = step_fn.lower(state, batch, rng).compile()
+    run = train_step.stepper(compiled, state, batch, rng)
+    flops = train_step.train_flops(mcfg.clip, args)
   compile_s = time.perf_counter() - start
-  per_op, ops, wall = profile(compiled, train_step.stepper(compiled, state, batch, rng), args.steps)
+  per_op, ops, wall = profile(compiled, run, args.steps)
   ceiling = train_step.jax_matmul_gflops(2048, args.dtype)
-  flops = train_step.train_flops(mcfg.clip, args)
   total = sum(per_op.values())
   by_kind, by_module, by_phase_kind = collections.Counter(), collections.Counter(), collections.Counter()
   for name, seconds in per_op.items():
@@ -188,7 +199,7 @@ def main(argv=None) -> dict:
 
   result = {
       'setting': {k: getattr(args, k) for k in ('preset', 'frames', 'batch', 'dtype', 'classes', 'scan_unroll',
-                                                'remat', 'steps')},
+                                                'remat', 'steps', 'eval')},
       'platform': jax.default_backend(), 'device': jax.devices()[0].device_kind,
       'compile_s': compile_s, 'step_wall_s': wall, 'ops_s': total, 'model_gflop': flops / 1e9,
       'matmul_ceiling_gflops': ceiling, 'matmul_gflops': flops / 1e9 / dots if dots else None,
@@ -199,7 +210,8 @@ def main(argv=None) -> dict:
       'ops': [{'op': n, 'kind': ops[n]['kind'], 'opcode': ops[n]['opcode'], 's': s, 'pct': pct(s),
                'op_name': ops[n]['op_name']} for n, s in collections.Counter(per_op).most_common()],
   }
-  print(f'{args.preset}, {args.frames} frames, B={args.batch}, {args.dtype}, scan_unroll {args.scan_unroll}, '
+  print(f'{"eval encode" if args.eval else "train step"}: {args.preset}, {args.frames} frames, B={args.batch}, '
+        f'{args.dtype}, scan_unroll {args.scan_unroll}, '
         f'remat {args.remat}, {jax.devices()[0].device_kind}: compiled in {compile_s:.1f} s, {wall:.3f} s a step '
         f'(wall), {total:.3f} s in {len(per_op)} ops (summed over threads); the analytic '
         f'{flops / 1e9:.0f} GFLOP of matmuls in {dots:.3f} s of matmul and conv ops: '

@@ -130,7 +130,6 @@ def jax_worker(args) -> None:
   import jax.numpy as jnp
 
   from actionclip_jax import train, video
-  from data_pipelines import augment
 
   base = dict(framework='jax', dtype=args.dtype, round=args.round, device=jax.devices()[0].device_kind,
               platform=jax.default_backend())
@@ -154,7 +153,7 @@ def jax_worker(args) -> None:
     return stats.get('peak_bytes_in_use')
 
   # --- Eval: encode_video, as evaluation runs it ---
-  encode = jax.jit(lambda p, f: module.apply({'params': p}, augment.normalize(f, dtype), method='encode_video')[0])
+  encode = jax_eval_encode(module, dtype)
   start = time.perf_counter()
   encode_c = encode.lower(params, eval_frames).compile()
   compile_s = time.perf_counter() - start
@@ -205,6 +204,15 @@ def jax_train_step(args, config, params, frames, labels):
   batch = {'frames': jax.device_put(frames), 'label': jax.device_put(labels),
            'video_id': jax.device_put(np.arange(args.batch, dtype=np.int32))}
   return jax.jit(step_fn, donate_argnums=(0,)), state, batch
+
+
+def jax_eval_encode(module, dtype):
+  """The jitted eval encode: uint8 frames normalized, then `encode_video`, as evaluation runs it."""
+  import jax
+
+  from data_pipelines import augment
+
+  return jax.jit(lambda p, f: module.apply({'params': p}, augment.normalize(f, dtype), method='encode_video')[0])
 
 
 def stepper(compiled, state, batch, rng):

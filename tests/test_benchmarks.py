@@ -4,6 +4,8 @@ import argparse
 import json
 import os
 import subprocess
+
+import pytest
 import sys
 
 from actionclip_jax import clip
@@ -62,3 +64,15 @@ def test_profile_attributes_a_traced_steps_time_to_its_ops_kinds_and_phases():
   assert 'matmul' in kinds  # the layer's dot and its two transposes in the backward
   phases = {profile_step.phase_and_module(ops[name]['op_name'])[0] for name in per_op}
   assert {'forward', 'backward'} <= phases
+
+
+@pytest.mark.parametrize('mode', [[], ['--eval']])
+def test_profile_step_breaks_down_the_train_step_and_the_eval_encode(mode, capsys):
+  import profile_step
+  result = profile_step.main(['--preset', 'tiny', '--frames', '2', '--batch', '2', '--steps', '1', *mode])
+  phases = {row['phase'] for row in result['by_phase_kind']}
+  # The eval encode has no backward pass; the train step has one.
+  assert ('backward' in phases) == (not mode)
+  assert result['setting']['eval'] == bool(mode) and result['ops_s'] > 0
+  assert 'matmul' in {row['kind'] for row in result['by_kind']}
+  assert capsys.readouterr().out.startswith('eval encode' if mode else 'train step')
