@@ -291,6 +291,24 @@ class Transformer(nn.Module):
     return x
 
 
+class PatchEmbedding(nn.Module):
+  """CLIP's conv1 (a bias-free convolution whose stride is its kernel size) as one matmul over flattened patches:
+  [N, H, W, 3] -> [N, patches, width], patches row-major over the grid as torch's flatten. The kernel keeps nn.Conv's
+  layout [p, p, 3, width] and init. XLA's CPU convolution ran this at a quarter of its matmul rate (BENCHMARKS.md)."""
+  width: int
+  patch: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images):
+    p = self.patch
+    kernel = self.param('kernel', _param_init(nn.initializers.lecun_normal(), None, None, None, EMBED),
+                        (p, p, images.shape[-1], self.width), jnp.float32)
+    n, h, w, c = images.shape
+    patches = images.reshape(n, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, -1, p * p * c)
+    return patches.astype(self.dtype) @ kernel.reshape(-1, self.width).astype(self.dtype)
+
+
 class VisionTransformer(nn.Module):
   """CLIP's image tower, on videos: [B, T, H, W, 3] -> [B, T, embed_dim] (one embedding per frame), or
   [B, 1, embed_dim] with `joint` (all frames' patches in one sequence behind a single class token)."""
@@ -299,10 +317,7 @@ class VisionTransformer(nn.Module):
   def setup(self):
     c = self.config
     scale = c.vision_width ** -0.5
-    self.conv1 = nn.Conv(
-        c.vision_width, (c.vision_patch_size,) * 2, strides=(c.vision_patch_size,) * 2, padding='VALID',
-        use_bias=False, dtype=c.dtype, param_dtype=jnp.float32,
-        kernel_init=_param_init(nn.initializers.lecun_normal(), None, None, None, EMBED))
+    self.conv1 = PatchEmbedding(c.vision_width, c.vision_patch_size, c.dtype)
     self.class_embedding = self.param(
         'class_embedding', _param_init(nn.initializers.normal(scale), EMBED), (c.vision_width,))
     position_std = scale if c.vision_position_std is None else c.vision_position_std
@@ -326,8 +341,7 @@ class VisionTransformer(nn.Module):
     batch, num_frames = frames.shape[:2]
     if (c.joint or c.tsm) and num_frames != c.num_frames:
       raise ValueError(f'joint/tsm models are built for num_frames={c.num_frames}, got {num_frames} frames')
-    x = self.conv1(frames.reshape(-1, *frames.shape[2:]).astype(dtype))
-    x = x.reshape(x.shape[0], -1, x.shape[-1])  # row-major over the patch grid, as torch's flatten
+    x = self.conv1(frames.reshape(-1, *frames.shape[2:]))
     cls = jnp.broadcast_to(self.class_embedding.astype(dtype), (x.shape[0], 1, x.shape[-1]))
     x = jnp.concatenate([cls, x], axis=1) + self.positional_embedding.astype(dtype)
     if c.joint:
