@@ -43,23 +43,24 @@ def model_config(config) -> video.ActionCLIPConfig:
                                 head_init=config.network.get('head_init', 'official'))
 
 
-def compute_dtype(name: str, platform: str | None = None) -> str:
-  """network.dtype resolved: 'auto' is bfloat16 on GPU/TPU and float32 on CPU (see configs/common.py for why);
-  any other name is returned as it is."""
+def _auto(name: str, on_cpu: str, elsewhere: str, platform: str | None) -> str:
+  """An 'auto' setting resolved for the platform (default: JAX's backend); any other name as it is."""
   if name != 'auto':
     return name
-  return 'float32' if (platform or jax.default_backend()) == 'cpu' else 'bfloat16'
+  return on_cpu if (platform or jax.default_backend()) == 'cpu' else elsewhere
+
+
+def compute_dtype(name: str, platform: str | None = None) -> str:
+  """network.dtype resolved: 'auto' is bfloat16 on GPU/TPU and float32 on CPU (see configs/common.py for why)."""
+  return _auto(name, 'float32', 'bfloat16', platform)
 
 
 def remat_mode(name: str | bool, platform: str | None = None) -> str:
   """network.remat resolved: 'auto' is 'dots' on CPU and 'none' on GPU/TPU (configs/common.py says why); the bool of
-  a run saved before the modes existed (its config.json, read back by predict) is 'full' or 'none'; any other name
-  is returned as it is."""
+  a run saved before the modes existed (its config.json, read back by predict) is 'full' or 'none'."""
   if isinstance(name, bool):
     return 'full' if name else 'none'
-  if name != 'auto':
-    return name
-  return 'dots' if (platform or jax.default_backend()) == 'cpu' else 'none'
+  return _auto(name, 'dots', 'none', platform)
 
 
 def _conv_official_reshape(config) -> bool:

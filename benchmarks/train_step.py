@@ -21,6 +21,7 @@ a Markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -50,8 +51,14 @@ def _transformer_flops(tokens: int, width: int, layers: int) -> int:
 
 def prompt_table(args, context_length: int) -> np.ndarray:
   """[K, C, L] token ids of the 16 templates on `args.classes` class names."""
+  return _prompt_table(args.classes, context_length)
+
+
+@functools.cache
+def _prompt_table(classes: int, context_length: int) -> np.ndarray:
+  # Cached: a worker's step and its FLOP count both need the table (tokenizing 16 x 400 texts each time).
   from actionclip_jax import prompts
-  return prompts.class_token_ids([f'action {i}' for i in range(args.classes)], prompts.TEMPLATES, context_length)
+  return prompts.class_token_ids([f'action {i}' for i in range(classes)], prompts.TEMPLATES, context_length)
 
 
 def train_flops(clip_config, args) -> int:

@@ -4,9 +4,9 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 
 import pytest
-import sys
 
 from actionclip_jax import clip
 
