@@ -1,6 +1,6 @@
 """Runs a config on one CPU, one GPU, or every host of a TPU pod slice / GPU cluster.
 
-  python launch.py --config=configs/k400.py:arch=ViT-B/16,frames=8 --workdir=/tmp/k400 [--config.solver.lr=1e-5]
+  python launch.py --config=configs/k400.py:arch=ViT-B/16,frames=8 --workdir=workdirs/k400 [--config.solver.lr=1e-5]
   python launch.py --config=configs/zero_shot.py:dataset=ucf101 --workdir=... --mode=zero_shot
   python launch.py --config=configs/demo.py:pretrain --workdir=... --mode=pretrain   # CLIP on image-caption pairs
 
@@ -8,18 +8,32 @@ The resolved config is written to WORKDIR/config.json before anything else, and 
 divisible by the data-parallel size, ...) before anything compiles. Run the same command on every host of a
 multi-host job with --config.distributed=True.
 """
+import types
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, with `:variant` args.',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'pretrain', 'eval', 'zero_shot', 'few_shot'], 'What to run.')
-# Multi-process without cluster auto-detection (SLURM, Open MPI, Cloud TPU and Kubernetes are detected by
-# `--config.distributed=True` alone): the same command on every process, each with its own --process_id.
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
+MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot')
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
+  """launch.py's flags on `flag_values` (the docs' tests parse each documented command with a fresh set)."""
+  return types.SimpleNamespace(
+      config=config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, with `:variant` args.',
+                                             flag_values=flag_values, lock_config=True),
+      workdir=flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.',
+                                  flag_values=flag_values),
+      mode=flags.DEFINE_enum('mode', 'train', MODES, 'What to run.', flag_values=flag_values),
+      # Multi-process without cluster auto-detection (SLURM, Open MPI, Cloud TPU and Kubernetes are detected by
+      # `--config.distributed=True` alone): the same command on every process, each with its own --process_id.
+      coordinator_address=flags.DEFINE_string('coordinator_address', None, 'host:port of process 0.',
+                                              flag_values=flag_values),
+      num_processes=flags.DEFINE_integer('num_processes', None, 'Number of processes.', flag_values=flag_values),
+      process_id=flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.',
+                                      flag_values=flag_values))
+
+
+_FLAGS = define_flags()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -28,28 +42,29 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   import jax
 
-  config = _CONFIG.value
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  config, workdir, mode = _FLAGS.config.value, _FLAGS.workdir.value, _FLAGS.mode.value
+  if _FLAGS.coordinator_address.value:
+    jax.distributed.initialize(_FLAGS.coordinator_address.value, _FLAGS.num_processes.value, _FLAGS.process_id.value)
   elif config.distributed:
     jax.distributed.initialize()  # the coordinator and process ids come from the TPU / SLURM / MPI environment
 
-  from actionclip_jax import config_checks, train
+  from actionclip_jax.runs import builders, config_checks
 
-  train.write_config(config, _WORKDIR.value)
+  builders.write_config(config, workdir)
   try:
-    config_checks.check(config, _MODE.value, jax.device_count(), jax.process_count())
+    config_checks.check(config, mode, jax.device_count(), jax.process_count())
   except ValueError as e:
     raise SystemExit(str(e)) from None  # one message, no traceback: nothing has started yet
-  logging.info('Running %s in %s on %d devices', _MODE.value, _WORKDIR.value, jax.device_count())
-  if _MODE.value == 'train':
-    results = train.train(config, _WORKDIR.value)
-  elif _MODE.value == 'pretrain':
-    from actionclip_jax import pretrain
-    results = pretrain.train(config, _WORKDIR.value)
+  logging.info('Running %s in %s on %d devices', mode, workdir, jax.device_count())
+  if mode == 'train':
+    from actionclip_jax.runs import train
+    results = train.train(config, workdir)
+  elif mode == 'pretrain':
+    from actionclip_jax.runs import pretrain
+    results = pretrain.train(config, workdir)
   else:
-    from actionclip_jax import evaluate
-    results = evaluate.run(config, _WORKDIR.value, _MODE.value)
+    from actionclip_jax.runs import evaluate
+    results = evaluate.run(config, workdir, mode)
   logging.info('Results: %s', results)
 
 

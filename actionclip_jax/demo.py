@@ -36,7 +36,7 @@ import time
 
 from absl import app, flags, logging
 
-from actionclip_jax import inputs, metrics
+from actionclip_jax.runs import inputs, metrics
 from data_pipelines import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -30,7 +30,7 @@ from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from actionclip_jax import inputs, metrics
+from actionclip_jax.runs import inputs, metrics
 from actionclip_jax.predict import predict
 from data_pipelines import sampling
 
@@ -38,7 +38,7 @@ DPI = 100
 PLOTS_DIR = 'plots'
 CONFUSION_RUN = 'transf'  # the run whose validation predictions the confusion matrix and the examples show
 NUM_EXAMPLES = 4
-EVAL_FILE = re.compile(r'eval_(?P<name>.+)_step(?P<step>\d+)\.json')  # metrics.MetricWriter.write_eval in train.py
+EVAL_FILE = re.compile(r'eval_(?P<name>.+)_step(?P<step>\d+)\.json')  # metrics.MetricWriter.write_eval in runs/train.py
 # Above this many classes the matrix cells are too small to hold a number; the colour bar reads them instead.
 MAX_ANNOTATED_CLASSES = 15
 

@@ -10,7 +10,7 @@ import time
 
 import jax
 
-from actionclip_jax import fewshot
+from actionclip_jax.runs import fewshot
 
 
 def main():

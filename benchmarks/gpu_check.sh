@@ -11,11 +11,11 @@
 #    PyTorch twin (torch.autocast bf16; nn.MultiheadAttention runs scaled_dot_product_attention when need_weights is
 #    False), eval throughput, peak GPU memory; B/16 also times the vision attention alone, plain XLA against
 #    cuDNN flash attention (jax.nn.dot_product_attention(implementation='cudnn'), skipped off GPU).
-# JSON lines and Markdown tables land in $GPU_CHECK_OUT (default /tmp/gpu_check); the tables are printed at the end.
+# JSON lines and Markdown tables land in $GPU_CHECK_OUT (default workdirs/gpu_check); the tables are printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-OUT=${GPU_CHECK_OUT:-/tmp/gpu_check}
+OUT=${GPU_CHECK_OUT:-workdirs/gpu_check}
 mkdir -p "$OUT"
 
 if [[ -n "${GPU_CHECK_TINY:-}" ]]; then

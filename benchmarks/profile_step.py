@@ -162,11 +162,12 @@ def main(argv=None) -> dict:
 
   import jax.numpy as jnp
 
-  from actionclip_jax import train, video
+  from actionclip_jax.model import video
+  from actionclip_jax.runs import builders
 
   config = train_step._config(args)  # pylint: disable=protected-access
   config.network.dtype = args.dtype
-  mcfg = train.model_config(config)
+  mcfg = builders.model_config(config)
   params = video.init_params(mcfg, jax.random.key(0))
   frames, _, labels = train_step._batch_data(args, config.data.input_size)  # pylint: disable=protected-access
   start = time.perf_counter()

@@ -57,14 +57,14 @@ def prompt_table(args, context_length: int) -> np.ndarray:
 @functools.cache
 def _prompt_table(classes: int, context_length: int) -> np.ndarray:
   # Cached: a worker's step and its FLOP count both need the table (tokenizing 16 x 400 texts each time).
-  from actionclip_jax import prompts
+  from actionclip_jax.model import prompts
   return prompts.class_token_ids([f'action {i}' for i in range(classes)], prompts.TEMPLATES, context_length)
 
 
 def train_flops(clip_config, args) -> int:
   """A train step's FLOPs with the text at the length our step feeds it (prompts.trim_padding), for both
   frameworks: PyTorch's official step runs all 77 positions, work the loss does not need."""
-  from actionclip_jax import prompts
+  from actionclip_jax.model import prompts
   text_length = prompts.trim_padding(prompt_table(args, clip_config.context_length)).shape[-1]
   return model_flops(clip_config, args.frames, args.batch, train=True, text_length=text_length)
 
@@ -136,7 +136,8 @@ def jax_worker(args) -> None:
   import jax
   import jax.numpy as jnp
 
-  from actionclip_jax import train, video
+  from actionclip_jax.model import video
+  from actionclip_jax.runs import builders
 
   base = dict(framework='jax', dtype=args.dtype, round=args.round, device=jax.devices()[0].device_kind,
               platform=jax.default_backend())
@@ -147,7 +148,7 @@ def jax_worker(args) -> None:
 
   config = _config(args)
   config.network.dtype = args.dtype
-  mcfg = train.model_config(config)
+  mcfg = builders.model_config(config)
   module = video.ActionCLIP(mcfg)
   with open(args.params, 'rb') as f:
     params = flax.serialization.msgpack_restore(f.read())
@@ -201,9 +202,10 @@ def jax_train_step(args, config, params, frames, labels):
   import jax
   import jax.numpy as jnp
 
-  from actionclip_jax import optim, train, video
+  from actionclip_jax.model import video
+  from actionclip_jax.runs import builders, optim, train
 
-  mcfg = train.model_config(config)
+  mcfg = builders.model_config(config)
   table = prompt_table(args, mcfg.clip.context_length)
   tx = optim.make(config.solver, config.network, 10, 1000, params)
   state = {'params': params, 'opt': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
@@ -241,7 +243,7 @@ def attention_worker(args) -> None:
   import jax
   import jax.numpy as jnp
 
-  from actionclip_jax import clip
+  from actionclip_jax.model import clip
 
   c = clip.get_preset(args.preset)
   tokens = (c.image_resolution // c.vision_patch_size) ** 2 + 1
@@ -263,7 +265,7 @@ def torch_worker(args) -> None:
   sys.path.insert(0, os.path.join(ROOT, 'tests'))
   import torch_clip
   import torch_heads
-  from actionclip_jax import clip
+  from actionclip_jax.model import clip
 
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   kind = torch.cuda.get_device_name() if device == 'cuda' else 'cpu'
@@ -374,7 +376,8 @@ def write_weights(args, workdir: str) -> tuple[str, str]:
   sys.path.insert(0, os.path.join(ROOT, 'tests'))
   import torch_clip
   import torch_heads
-  from actionclip_jax import clip, pretrained
+  from actionclip_jax.model import clip
+  from actionclip_jax.weights import pretrained
 
   config = _config(args)
   c = clip.get_preset(args.preset).replace(image_resolution=config.data.input_size)
@@ -428,7 +431,7 @@ def summarize(records: list[dict]) -> list[dict]:
     row['peak_rss_gib'].append(r['peak_rss'] / 2 ** 30)
     if r.get('peak_device_bytes'):
       row['peak_device_gib'].append(r['peak_device_bytes'] / 2 ** 30)
-    from actionclip_jax import metrics
+    from actionclip_jax.runs import metrics
     peak = metrics.peak_flops(r['device']) if r['platform'] != 'cpu' else None
     if peak:
       row['mfu'].append(100 * r['flops'] / t / peak)

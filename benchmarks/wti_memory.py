@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from actionclip_jax import interaction
+from actionclip_jax.model import interaction
 
 GIB = 2 ** 30
 

@@ -98,14 +98,14 @@ def base() -> ml_collections.ConfigDict:
   # Compute dtype; params and optimizer state stay float32. 'auto' = bfloat16 on GPU/TPU, float32 on CPU, where
   # XLA's bfloat16 dot is slower than its float32 dot (2-core Xeon with AMX, benchmarks/train_step.py, BENCHMARKS.md:
   # 2048^2 dot bf16 215 vs f32 250 GFLOP/s; ViT-B/32 8-frame train step B=4 7.3 s bf16 vs 6.0 s f32). An explicit
-  # dtype wins; resolved in train.compute_dtype.
+  # dtype wins; resolved in builders.compute_dtype.
   c.network.dtype = 'auto'
   # What each residual block keeps for the backward pass (clip.REMAT_POLICIES): 'none' (everything), 'full' (its
   # input: the forward runs again), 'dots' (its weight matmuls' outputs; the elementwise work runs again). 'auto' =
   # 'dots' on CPU, where re-running LayerNorms, softmax and activations costs less than storing and re-reading them:
   # ViT-B/32 8-frame B=4 float32 train step on a 2-core AMD EPYC, 'dots' 5.9-6.1 s and peak RSS 4.4-4.5 GiB (3
   # runs) against 'none' 6.1-6.9 s and 5.6-5.7 GiB (4 runs; benchmarks/train_step.py --remat, BENCHMARKS.md). 'none' on
-  # GPU/TPU, not measured there yet. An explicit mode wins; resolved in train.remat_mode.
+  # GPU/TPU, not measured there yet. An explicit mode wins; resolved in builders.remat_mode.
   c.network.remat = 'auto'
   # Blocks per iteration of each CLIP tower's layer scan. Unrolling all of them (12 for ViT-B) ran the ViT-B/32
   # 8-frame B=4 float32 train step 12-19% faster on a 2-core Xeon (the scan's per-block param slices, stacked
@@ -240,7 +240,8 @@ def evaluation(arg) -> ml_collections.ConfigDict:
 
 
 def official(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Every switch to the official code's behaviour (README, "Differences from the official code"), on any config.
+  """Every switch to the official code's behaviour (docs/fidelity.md, "Differences from the official code"), on any
+  config.
 
   Training: segment-centre frames, RandAugment per full-size frame before the crop and colour jitter per frame,
   no gradient clipping (the official train.py never reads clip_gradient), CLIP's conv/linear/attention weights

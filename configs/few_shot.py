@@ -1,5 +1,5 @@
 r"""Few-shot recognition: K videos per class and a frozen ActionCLIP with the cross-modal linear adaptation of Lin et
-al. 2023 (`actionclip_jax.fewshot`), `--mode=few_shot`; or (`:finetune`) the whole model fine-tuned on K shots.
+al. 2023 (`actionclip_jax.runs.fewshot`), `--mode=few_shot`; or (`:finetune`) the whole model fine-tuned on K shots.
 
 The default is the follow-up's linear-probe protocol, not the whole-model fine-tuning of ActionCLIP's or X-CLIP's
 few-shot tables. For each seed of `eval.fewshot_seeds` (3), K videos of each class are drawn from
@@ -12,7 +12,7 @@ WORKDIR/eval_few_shot_*.json. Train lists may be TSN lists, `path,label_name` CS
 
 `:finetune` is the other protocol: the normal trainer on a K-shot list with the K400 recipe's optimizer (AdamW
 0.9/0.98, weight decay 0.2, lr 5e-6 with the head x 10, 5 warm-up epochs then cosine over 50), batch 32. Write the
-list with `python -m actionclip_jax.fewshot --list TRAIN --labels CSV --shots K --seed S --out k.txt` and run
+list with `python -m actionclip_jax.runs.fewshot --list TRAIN --labels CSV --shots K --seed S --out k.txt` and run
 `--mode=train` with `--config.data.train_list=k.txt` (one run per seed).
 
 Variants (`:a=b,c`): `shots` (2 | 4 | 8 | 16, the paper's K -> eval.shots), `dataset` (hmdb51 | ucf101 | k400 |

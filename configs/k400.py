@@ -2,9 +2,9 @@ r"""Kinetics-400 training from OpenAI CLIP weights: the ActionCLIP paper's recip
 
 AdamW (beta 0.9/0.98, eps 1e-8, weight decay 0.2), lr 5e-6 with the visual tower x `ratio` (1) and the
 visual-prompt head x `f_ratio` (10), 5 warm-up epochs then cosine to 0 over 50 epochs, global batch 128, 224x224
-crops, RandAugment N=2 M=9, the `Transf` visual prompt. Ours besides (README, "Differences from the official code"):
-gradient clipping at global norm 20 (the YAML lists `clip_gradient: 20`, the official train.py never reads it),
-float32 master weights, augmentation drawn once per clip.
+crops, RandAugment N=2 M=9, the `Transf` visual prompt. Ours besides (docs/fidelity.md, "Differences from the
+official code"): gradient clipping at global norm 20 (the YAML lists `clip_gradient: 20`, the official train.py never
+reads it), float32 master weights, augmentation drawn once per clip.
 
 Variants (`:a=b,c`): `arch` (ViT-B/32 | ViT-B/16 | any CLIP preset), `frames` (8 | 16 | 32), `wti` (weighted
 token-wise interaction instead of the global cosine, with DRL's channel decorrelation regularizer at 0.001),
@@ -17,7 +17,7 @@ the official test's evaluation path), `runlocal` (a CPU smoke run).
         --config.data.train_list=lists/k400/train.txt --config.data.val_list=lists/k400/val.txt \
         --config.data.label_list=lists/kinetics_400_labels.csv
 
-    python launch.py --config=configs/k400.py:runlocal --workdir=/tmp/k400_local --config.data.train_list=...
+    python launch.py --config=configs/k400.py:runlocal --workdir=workdirs/k400_local --config.data.train_list=...
 
 Expected top-1 on the K400 validation set, single view, `Transf` (official README / MODEL_ZOO.md, which cite the
 paper's Table 6): ViT-B/32 8 frames 78.36 (top-5 94.25); ViT-B/16 8 frames 81.09 (95.49), 16 frames 81.68

@@ -1,12 +1,14 @@
 """Annotation files: which videos a split has, how many frames each, which label.
 
-Three formats are read, all into the same `VideoRecord` list:
+Three formats are read, all into the same `VideoRecord` list (and a fourth, CLIP pre-training's captioned images,
+into records whose label indexes the captions):
 
 - ActionCLIP/TSN list files, one video a line: `path num_frames label`, space separated. The path may
   itself contain spaces (Kinetics names do), so the last two fields are split off from the right.
 - The label CSV, `id,name` with a header, giving the class names the text tower prompts with.
 - A plain CSV, `path,label_name` (header optional), for users who only have a folder of videos. Frame
   counts are then unknown (`num_frames=None`) and the video source reads them from the container.
+- `--mode=pretrain`'s `path,caption` CSV (`read_captions`): each image a one-frame video.
 
 Files are UTF-8. Every malformed line fails at once with `file:line` and what is wrong, bytes that are not
 UTF-8 included: a typo in line 180,000 of a list should stop the run before training starts, not crash a
@@ -125,3 +127,28 @@ def read_video_list(path: str, label_names: list[str], root: str | None = None) 
   if path.endswith('.csv'):
     return read_plain_csv(path, label_names, root=root)
   return read_list_file(path, len(label_names), root=root)
+
+
+CAPTIONS_HEADER = ('path', 'caption')
+
+
+def read_captions(path: str, root: str | None = None) -> tuple[list[VideoRecord], list[str]]:
+  """`path,caption` rows (header first) -> records whose label indexes the distinct captions, and those captions."""
+  records, caption_ids = [], {}
+  with open(path, newline='') as f:
+    rows = csv.reader(f)
+    header = tuple(field.strip().lower() for field in next(rows, ()))
+    if header != CAPTIONS_HEADER:
+      raise AnnotationError(f'{path}:1: expected the header "path,caption", got {",".join(header)!r}')
+    for row in rows:
+      if not row:
+        continue
+      if len(row) != 2 or not row[0].strip() or not row[1].strip():
+        raise AnnotationError(f'{path}:{rows.line_num}: expected "path,caption" (quote a caption holding commas), '
+                              f'got {row!r}')
+      image, caption = row[0].strip(), row[1].strip()
+      label = caption_ids.setdefault(caption, len(caption_ids))
+      records.append(VideoRecord(_resolve(image, root), 1, label, len(records)))
+  if not records:
+    raise AnnotationError(f'{path}: no image-caption pairs')
+  return records, list(caption_ids)

@@ -271,3 +271,13 @@ class EvalAugment:
         for k, (x, y) in enumerate(offsets):
           out[c, k, t] = resized[y:y + s, x:x + s]
     return out.reshape(-1, num_frames, s, s, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class CentreCrop:
+  """The training-pipeline face of `EvalAugment` (one crop): [1, H, W, 3] -> [1, S, S, 3], no randomness."""
+  input_size: int
+
+  def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    del rng
+    return EvalAugment(self.input_size)(frames[None])[0]

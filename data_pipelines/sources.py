@@ -171,3 +171,17 @@ def _builder_dir(data_dir: str) -> str:
   if len(found) != 1:
     raise ValueError(f'{data_dir}: expected one packed tfds dataset, found {found or "none"}')
   return found[0]
+
+
+class CaptionedImages(_RecordList):
+  """Captioned images as a video source of one-frame videos (the label is the caption id)."""
+
+  def __init__(self, records: list[VideoRecord], short_side: int | None):
+    super().__init__(records)
+    self.short_side = short_side
+
+  def read(self, index: int, pick) -> np.ndarray:
+    del pick  # an image is its only frame
+    path = self.records[index].path
+    # decode_jpeg reads any format PIL does (the world's pictures are PNG); a bad file is a BadVideoError.
+    return np.asarray(decode_jpeg(path, self.short_side, path))[None]

@@ -11,7 +11,7 @@ import time
 import jax
 import numpy as np
 
-from actionclip_jax import checkpoints, metrics
+from actionclip_jax.runs import checkpoints, metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_KEYS = ('loss', 'grad_norm', 'lr', 'logit_scale')

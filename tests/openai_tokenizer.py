@@ -8,7 +8,7 @@ import html
 import ftfy
 import regex
 
-from actionclip_jax import tokenizer as ours
+from actionclip_jax.model import tokenizer as ours
 
 
 class SimpleTokenizer:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from actionclip_jax import metrics
+from actionclip_jax.runs import metrics
 from data_pipelines import synthetic
 from data_pipelines.bad_videos import read_bad_videos
 from launch_helpers import REPO, environment, launch_args

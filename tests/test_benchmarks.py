@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from actionclip_jax import clip
+from actionclip_jax.model import clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))

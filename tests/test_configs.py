@@ -9,7 +9,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from actionclip_jax import clip, config_checks, heads, video
+from actionclip_jax.model import clip, heads, video
+from actionclip_jax.runs import config_checks, sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # config files import `configs.common`, as under `python launch.py` from the repo root
@@ -247,9 +248,9 @@ def test_check_passes_large_mesh_and_multi_process(tmp_path):
     ({'data': 1, 'fsdp': 1, 'tensor': 1}, 1, {'data': 1, 'fsdp': 1, 'tensor': 1}),
 ])
 def test_resolve_mesh_shape(mesh, devices, expected):
-  shape = config_checks.resolve_mesh_shape(ml_collections.ConfigDict(mesh), devices)
+  shape = sharding.resolve_mesh_shape(ml_collections.ConfigDict(mesh), devices)
   assert shape == expected and list(shape) == ['data', 'fsdp', 'tensor']
-  assert config_checks.data_parallel_size(shape) == expected['data'] * expected['fsdp']
+  assert sharding.data_parallel_size(shape) == expected['data'] * expected['fsdp']
 
 
 def _parse_flags(*args):
@@ -296,14 +297,15 @@ def test_packed_source_takes_directories(tmp_path):
     ('dtype', 'compute_dtype', ('float32', 'bfloat16', 'bfloat16'), 'bfloat16'),
     ('remat', 'remat_mode', ('dots', 'none', 'none'), 'full')])
 def test_auto_settings_follow_the_platform_and_an_explicit_value_wins(key, resolve, on_platforms, explicit):
-  from actionclip_jax import train
+  from actionclip_jax.runs import builders
   c = get_config('k400')
   assert c.network[key] == 'auto'
-  assert [getattr(train, resolve)('auto', p) for p in ('cpu', 'gpu', 'tpu')] == list(on_platforms)
-  assert getattr(train, resolve)(explicit, 'cpu') == explicit
-  assert getattr(train.model_config(c).clip, key) == on_platforms[0]  # the tests run on the CPU
+  assert [getattr(builders, resolve)('auto', p) for p in ('cpu', 'gpu', 'tpu')] == list(on_platforms)
+  assert getattr(builders, resolve)(explicit, 'cpu') == explicit
+  assert getattr(builders.model_config(c).clip, key) == on_platforms[0]  # the tests run on the CPU
+  assert getattr(builders.model_config(c, platform='tpu').clip, key) == on_platforms[2]  # a target, not the host
   c.network[key] = explicit
-  assert getattr(train.model_config(c).clip, key) == explicit
+  assert getattr(builders.model_config(c).clip, key) == explicit
 
 
 def test_a_run_saved_with_remat_as_a_bool_still_builds_its_model():
@@ -312,8 +314,8 @@ def test_a_run_saved_with_remat_as_a_bool_still_builds_its_model():
 
   import ml_collections
 
-  from actionclip_jax import train
+  from actionclip_jax.runs import builders
   saved = json.loads(get_config('k400').to_json_best_effort())
   for value, mode in ((True, 'full'), (False, 'none')):
     saved['network']['remat'] = value
-    assert train.model_config(ml_collections.ConfigDict(saved)).clip.remat == mode
+    assert builders.model_config(ml_collections.ConfigDict(saved)).clip.remat == mode

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from actionclip_jax import checkpoints, clip, config_checks, demo, optim, pretrain, tokenize
-from data_pipelines import augment, pipeline, sampling
+from actionclip_jax.model import clip
+from actionclip_jax.runs import checkpoints, config_checks, optim, pretrain
+from actionclip_jax import demo, tokenize
+from data_pipelines import annotations, augment, pipeline, sampling, sources
 from data_pipelines.annotations import AnnotationError
 from data_pipelines.bad_videos import BadVideoLog, read_bad_videos
 from tolerance import rounding
@@ -26,8 +28,8 @@ if REPO not in sys.path:  # config files import `configs.common`, as under `pyth
   sys.path.insert(0, REPO)
 from configs import demo as demo_config  # pylint: disable=wrong-import-position
 
-# Embeddings within the README's whole-model float32 bar (1e-5 of their norm) move a cosine by at most twice that,
-# a logit by exp(logit_scale) times as much, and a cross-entropy (log-softmax is 2-Lipschitz in the max norm) by
+# Embeddings within the whole-model float32 bar of docs/fidelity.md (1e-5 of their norm) move a cosine by at most twice
+# that, a logit by exp(logit_scale) times as much, and a cross-entropy (log-softmax is 2-Lipschitz in the max norm) by
 # twice the largest logit change.
 EMBEDDING_BAR = 1e-5
 
@@ -101,7 +103,7 @@ def test_bad_captions_fail_the_start_up_check_with_file_and_line(tmp_path):
   captions = tmp_path / 'captions.csv'
   captions.write_text('path,caption\nimages/0.png,a red circle\nimages/1.png\n')
   with pytest.raises(AnnotationError, match=f'{captions}:3'):
-    pretrain.read_captions(str(captions))
+    annotations.read_captions(str(captions))
   config = demo_config.get_config('pretrain')
   config.data.train_list = str(captions)
   config.network.tsm = True
@@ -110,7 +112,7 @@ def test_bad_captions_fail_the_start_up_check_with_file_and_line(tmp_path):
   message = str(err.value)
   assert f'{captions}:3' in message and 'network.tsm=True' in message and '2 problems' in message
   captions.write_text('path,caption\nimages/0.png,a red circle\n"images/1.png","a blue square, small"\n')
-  records, texts = pretrain.read_captions(str(captions), root='/data')
+  records, texts = annotations.read_captions(str(captions), root='/data')
   assert [r.path for r in records] == ['/data/images/0.png', '/data/images/1.png']
   assert texts == ['a red circle', 'a blue square, small'] and [r.label for r in records] == [0, 1]
   config.network.tsm = False
@@ -126,11 +128,11 @@ def test_pretraining_images_are_centre_crops_and_a_bad_one_is_reported_and_repla
     rows.append(f'{i}.png,caption {i % 2}\n')
   (tmp_path / 'broken.png').write_bytes(b'not a png')
   (tmp_path / 'captions.csv').write_text('path,caption\n' + ''.join(rows) + 'broken.png,caption 0\n')
-  records, captions = pretrain.read_captions(str(tmp_path / 'captions.csv'), root=str(tmp_path))
+  records, captions = annotations.read_captions(str(tmp_path / 'captions.csv'), root=str(tmp_path))
   assert captions == ['caption 0', 'caption 1'] and [r.label for r in records] == [0, 1, 0, 0]
   size = 32
-  data = pipeline.train_dataset(pretrain.CaptionedImages(records, None), sampling.SegmentSampler(1),
-                                pretrain.CentreCrop(size), batch_size=8, seed=0,
+  data = pipeline.train_dataset(sources.CaptionedImages(records, None), sampling.SegmentSampler(1),
+                                augment.CentreCrop(size), batch_size=8, seed=0,
                                 bad_videos=BadVideoLog(str(tmp_path / 'run')))
   batch = next(iter(data))
   assert batch['frames'].shape == (8, 1, size, size, 3)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actionclip_jax import checkpoints, evaluate, metrics
+from actionclip_jax.runs import checkpoints, evaluate, metrics
 from data_pipelines import bad_videos, synthetic
 from launch_helpers import (REPO, assert_same_run, environment, final_params, finished_steps, launch_args, logged,
                             read, run, start, tail, wait_for)

@@ -12,7 +12,7 @@ import torch
 import launch_helpers
 import torch_actionclip
 import torch_heads
-from actionclip_jax import evaluate, inputs, train
+from actionclip_jax.runs import builders, evaluate, inputs
 from data_pipelines import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -154,7 +154,7 @@ def official_evals(dataset, env, tmp_path_factory):
 def torch_predictions(config, workdir, model, fusion):
   """The official test.py on the same clips: per video (video_id, label, predicted class, probabilities)."""
   names = inputs.label_names(config.data)
-  table = train.class_table(config, names, 16)
+  table = builders.class_table(config, names, 16)
   _, data = inputs.eval_dataset(config, str(workdir), config.data.val_list, names)
   mean = np.array((0.48145466, 0.4578275, 0.40821073), np.float32)
   std = np.array((0.26862954, 0.26130258, 0.27577711), np.float32)

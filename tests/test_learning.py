@@ -22,7 +22,8 @@ import numpy as np
 import optax
 import pytest
 
-from actionclip_jax import clip, heads, inputs, losses, prompts
+from actionclip_jax.model import clip, heads, losses, prompts
+from actionclip_jax.runs import inputs
 from configs import k400
 from data_pipelines import augment, synthetic
 

@@ -22,7 +22,8 @@ import actionclip_jax
 import torch_actionclip
 import torch_clip
 import torch_heads
-from actionclip_jax import checkpoints, clip, evaluate, inputs, prompts, sharding, train, video
+from actionclip_jax.model import clip, prompts, video
+from actionclip_jax.runs import builders, checkpoints, evaluate, inputs, scoring, sharding
 from actionclip_jax.predict import main
 from configs import k400
 from data_pipelines import annotations, augment, synthetic
@@ -129,11 +130,11 @@ def run_dir(dataset, tmp_path_factory):
   """A `k400.py:runlocal,wti` run directory as launch.py leaves one: config.json and a checkpoint of the params."""
   workdir = str(tmp_path_factory.mktemp('run'))
   config = local_config(dataset, 'runlocal,wti')
-  train.write_config(config, workdir)
+  builders.write_config(config, workdir)
   # Random values of the model's shapes: compiling `video.init_params` takes longer than the rest of this test.
   rng = np.random.default_rng(0)
   params = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(s.dtype),
-                        video.param_shapes(train.model_config(config)))
+                        video.param_shapes(builders.model_config(config)))
   state = {'params': params, 'step': 1}
   ckpt = checkpoints.Checkpoints(workdir, keep=1, enable_async=False)
   ckpt.save(1, state, iter(grain.MapDataset.range(1).to_iter_dataset()), json.loads(config.to_json_best_effort()))
@@ -148,11 +149,11 @@ def test_a_run_directory_predicts_what_its_evaluation_computes(run_dir, dataset,
 
   config = config.copy_and_resolve_references()
   config.eval.num_clips, config.eval.num_crops = 2, 3
-  module = video.ActionCLIP(train.model_config(config))
+  module = video.ActionCLIP(builders.model_config(config))
   params = checkpoints.read_params(workdir)
   names = label_names(dataset)
-  table = train.class_table(config, names, module.config.clip.context_length)
-  texts = evaluate.encode_texts(module, params, table.reshape(-1, table.shape[-1]))
+  table = builders.class_table(config, names, module.config.clip.context_length)
+  texts = scoring.encode_texts(module, params, table.reshape(-1, table.shape[-1]))
   (want,), _, _ = evaluate.collect_probs(config, str(tmp_path), module, params, sharding.make_mesh(config.mesh),
                                          config.data.val_list, names, texts)
   np.testing.assert_allclose(np.stack([p.probs for p in got]), want, atol=TOL, rtol=0)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actionclip_jax import metrics, report, train
+from actionclip_jax.runs import builders, metrics
+from actionclip_jax import report
 from actionclip_jax.predict import Prediction
 from data_pipelines import annotations, synthetic
 
@@ -181,7 +182,7 @@ def test_write_makes_report_and_plots_and_skips_unreadable_videos(tmp_path, monk
   results = results_dict(rng)
   results['evaluations']['val']['classes'] = len(names)
   for run in results['runs']:
-    train.write_config(config, str(tmp_path / run))
+    builders.write_config(config, str(tmp_path / run))
     write_run(str(tmp_path / run), rng)
   with open(tmp_path / 'results.json', 'w') as f:
     json.dump(results, f)

@@ -8,7 +8,7 @@ the longest reduction between the inputs and the compared value. It holds whatev
 still orders of magnitude below what a real bug moves (a wrong transpose, mask, weight or dropped chunk changes
 results by a sizeable fraction of `scale`).
 
-The parity bars against PyTorch on whole models stay a flat 1e-5 on O(1) embeddings (README): deep networks
+The parity bars against PyTorch on whole models stay a flat 1e-5 on O(1) embeddings (docs/fidelity.md): deep networks
 compound rounding over many layers, which this one-reduction bound does not model.
 """
 import numpy as np

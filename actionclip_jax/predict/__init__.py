@@ -7,7 +7,7 @@ or in Python, `actionclip_jax.predict(['a.mp4'], 'vit-b-16-8f.pt', labels='label
 
 The model is a run directory (its config.json and latest checkpoint; its label list unless others are given), an
 official ActionCLIP checkpoint, or a plain CLIP (OpenAI .pt / state dict, Hugging Face directory), which predicts
-zero-shot with meanP over the frames. Preprocessing and scores are the evaluation's (`evaluate`): segment-centre
+zero-shot with meanP over the frames. Preprocessing and scores are the evaluation's (`runs.scoring`): segment-centre
 frames, short-side resize, centre or three crops, 100 * cosine (or WTI) per template, a softmax over classes per
 template, the mean over templates and then over views. A validation video thus gets the probabilities `--mode=eval`
 computes, except that prediction always runs in float32.
@@ -30,7 +30,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from actionclip_jax import evaluate, pretrained, prompts, train, video
+from actionclip_jax.model import prompts, video
+from actionclip_jax.weights import pretrained
+from actionclip_jax.runs import builders, scoring
 from data_pipelines import annotations, augment, sampling, sources
 from data_pipelines.bad_videos import BadVideoError
 
@@ -100,9 +102,9 @@ def _load_run(path: str, config: ml_collections.ConfigDict, frames: int | None) 
     if frames % data.seg_length:
       raise ValueError(f'frames={frames}: the run {path} takes segments of {data.seg_length} frames')
     data.num_segments = frames // data.seg_length
-  mcfg = train.model_config(config)
+  mcfg = builders.model_config(config)
   # The latest checkpoint, checked against the model the config describes.
-  params = train.init_from(path, video.param_shapes(mcfg))
+  params = builders.init_from(path, video.param_shapes(mcfg))
   return LoadedModel(video.ActionCLIP(mcfg), params, seg_length=data.seg_length, short_side=data.short_side or None,
                      label_list=data.label_list or None,
                      templates=tuple(config.network.templates) if config.network.templates else None)
@@ -142,7 +144,7 @@ def read_templates(templates: str | Sequence[str] | None, model: LoadedModel) ->
 
 @functools.cache
 def _video_repr_fn(module: video.ActionCLIP):
-  return jax.jit(functools.partial(evaluate._video_repr, module))  # pylint: disable=protected-access
+  return jax.jit(functools.partial(scoring.video_repr, module))
 
 
 class Predictor:
@@ -165,7 +167,7 @@ class Predictor:
     self.augment = augment.EvalAugment(mcfg.clip.image_resolution, num_crops=num_crops)
     self.batch_size = batch_size
     table = prompts.class_token_ids(self.names, self.templates, mcfg.clip.context_length)
-    self.texts = evaluate.encode_texts(self.model.module, self.model.params, table.reshape(-1, table.shape[-1]))
+    self.texts = scoring.encode_texts(self.model.module, self.model.params, table.reshape(-1, table.shape[-1]))
 
   def __call__(self, videos: Sequence[str], top_k: int = 5) -> list[Prediction]:
     """One `Prediction` per video, in order; a video that cannot be read gets its `error`."""
@@ -209,7 +211,7 @@ class Predictor:
     """uint8 [B, V, T, S, S, 3] (V views of each video) -> float32 [B, C], the evaluation's probabilities."""
     module, params = self.model.module, self.model.params
     pooled, tokens = _video_repr_fn(module)(params, frames)
-    scores = evaluate._scores_from_repr(module, params, pooled, tokens, self.texts)  # pylint: disable=protected-access
+    scores = scoring.scores(module, params, pooled, tokens, self.texts)
     per_view = prompts.template_ensemble_probs(scores.reshape(-1, len(self.templates), len(self.names)))
     return np.asarray(per_view.reshape(frames.shape[0], -1, len(self.names)).mean(axis=1), np.float32)
 
