@@ -175,13 +175,13 @@ def main(argv=None) -> dict:
     compiled = train_step.jax_eval_encode(video.ActionCLIP(mcfg), jnp.dtype(args.dtype)).lower(params, frames).compile()
     frames = jax.device_put(frames)
     run = lambda: compiled(params, frames).block_until_ready()  # noqa: E731
-    flops = train_step.model_flops(mcfg.clip, args.frames, args.batch, train=False)
+    flops = train_step.eval_flops(mcfg, args.batch)
   else:
     step_fn, state, batch = train_step.jax_train_step(args, config, params, frames, labels)
     rng = jax.random.key(0)
     compiled = step_fn.lower(state, batch, rng).compile()
     run = train_step.stepper(compiled, state, batch, rng)
-    flops = train_step.train_flops(mcfg.clip, args)
+    flops = train_step.train_flops(mcfg, args)
   compile_s = time.perf_counter() - start
   per_op, ops, wall = profile(compiled, run, args.steps)
   ceiling = train_step.jax_matmul_gflops(2048, args.dtype)

@@ -14,7 +14,7 @@ inside each step. bfloat16 is `network.dtype='bfloat16'` for JAX and `torch.auto
 Each (framework, dtype) runs in its own subprocess, so peak RSS (ru_maxrss) is that framework's alone; a
 subprocess measures the framework's 2048^2 matmul ceiling in its dtype, then eval (peak RSS read after it), then
 train. Rounds interleave the frameworks, reversing the order every round. Times are medians of `--steps` after
-`--warmup`; FLOPs are analytic (`model_flops`, matmuls only, backward = 2x forward; the text at the length our step
+`--warmup`; FLOPs are analytic (`model.flops`, matmuls only, backward = 2x forward; the text at the length our step
 trims it to, for both), so % of ceiling is comparable across frameworks. Prints JSON lines (also to `--out`), then
 a Markdown table.
 """
@@ -38,15 +38,9 @@ sys.path.insert(0, ROOT)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-FUSION_LAYERS = 6
 
 # ------------------------------------------------------------------------------------------------------------------
-# Analytic FLOPs (multiply-add = 2): the matmuls of the towers; LayerNorm, softmax and the optimizer are left out.
-
-
-def _transformer_flops(tokens: int, width: int, layers: int) -> int:
-  """q, k, v, out projections (8 N w^2), MLP w -> 4w -> w (16 N w^2), scores and weighted sum (4 N^2 w)."""
-  return layers * (24 * tokens * width ** 2 + 4 * tokens ** 2 * width)
+# Analytic FLOPs (`actionclip_jax.model.flops`: the matmuls; backward = 2x forward), the same for both frameworks.
 
 
 def prompt_table(args, context_length: int) -> np.ndarray:
@@ -61,27 +55,18 @@ def _prompt_table(classes: int, context_length: int) -> np.ndarray:
   return prompts.class_token_ids([f'action {i}' for i in range(classes)], prompts.TEMPLATES, context_length)
 
 
-def train_flops(clip_config, args) -> int:
+def train_flops(mcfg, args) -> int:
   """A train step's FLOPs with the text at the length our step feeds it (prompts.trim_padding), for both
   frameworks: PyTorch's official step runs all 77 positions, work the loss does not need."""
-  from actionclip_jax.model import prompts
-  text_length = prompts.trim_padding(prompt_table(args, clip_config.context_length)).shape[-1]
-  return model_flops(clip_config, args.frames, args.batch, train=True, text_length=text_length)
+  from actionclip_jax.model import flops, prompts
+  text_length = prompts.trim_padding(prompt_table(args, mcfg.clip.context_length)).shape[-1]
+  return flops.train_step(mcfg, args.batch, text_length)
 
 
-def model_flops(clip_config, frames: int, batch: int, train: bool, text_length: int | None = None) -> int:
-  """FLOPs of one step: `batch` videos of `frames` frames (+ `batch` texts of `text_length` tokens, by default the
-  context length, when training; times 3 for backward)."""
-  c = clip_config
-  patches = (c.image_resolution // c.vision_patch_size) ** 2
-  image = (2 * patches * 3 * c.vision_patch_size ** 2 * c.vision_width
-           + _transformer_flops(patches + 1, c.vision_width, c.vision_layers) + 2 * c.vision_width * c.embed_dim)
-  video = frames * image + _transformer_flops(frames, c.embed_dim, FUSION_LAYERS)
-  if not train:
-    return batch * video
-  text = _transformer_flops(text_length or c.context_length, c.transformer_width, c.transformer_layers) + (
-      2 * c.transformer_width * c.embed_dim)
-  return 3 * batch * (video + text)
+def eval_flops(mcfg, batch: int) -> int:
+  """The eval encode's FLOPs: `batch` clips through the image tower and the visual prompt."""
+  from actionclip_jax.model import flops
+  return flops.forward(mcfg, batch)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -167,7 +152,7 @@ def jax_worker(args) -> None:
   compile_s = time.perf_counter() - start
   eval_frames_d = jax.device_put(eval_frames)
   times = _timed(lambda: encode_c(params, eval_frames_d).block_until_ready(), args.warmup, args.steps)
-  flops = model_flops(mcfg.clip, args.frames, args.eval_batch, train=False)
+  flops = eval_flops(mcfg, args.eval_batch)
   _emit({**base, 'what': 'eval', 'batch': args.eval_batch, 'times': times, 'compile_s': compile_s, 'flops': flops,
          'peak_rss': _peak_rss(), 'peak_device_bytes': gpu_peak() if platform != 'cpu' else None})
 
@@ -180,7 +165,7 @@ def jax_worker(args) -> None:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   times = _timed(stepper(compiled, state, batch, rng), args.warmup, args.steps)
-  flops = train_flops(mcfg.clip, args)
+  flops = train_flops(mcfg, args)
   _emit({**base, 'what': 'train', 'batch': args.batch, 'times': times, 'compile_s': compile_s, 'flops': flops,
          'xla_flops': float(cost.get('flops', 0.0)) if cost else None, 'peak_rss': _peak_rss(),
          'peak_device_bytes': gpu_peak() if platform != 'cpu' else None})
@@ -265,7 +250,7 @@ def torch_worker(args) -> None:
   sys.path.insert(0, os.path.join(ROOT, 'tests'))
   import torch_clip
   import torch_heads
-  from actionclip_jax.model import clip
+  from actionclip_jax.model import clip, video
 
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   kind = torch.cuda.get_device_name() if device == 'cuda' else 'cpu'
@@ -285,6 +270,7 @@ def torch_worker(args) -> None:
 
   config = _config(args)
   clip_config = clip.get_preset(args.preset).replace(image_resolution=config.data.input_size)
+  mcfg = video.ActionCLIPConfig(clip_config.replace(num_frames=args.frames), sim_header='Transf')  # for its FLOPs
   model, fusion, _ = _torch_model(torch_clip, torch_heads, clip_config, args.frames)
   ckpt = torch.load(args.checkpoint, map_location='cpu')
   model.load_state_dict({k: v.float() for k, v in ckpt['model_state_dict'].items()})
@@ -316,7 +302,7 @@ def torch_worker(args) -> None:
 
   times = _timed(eval_step, args.warmup, args.steps)
   _emit({**base, 'what': 'eval', 'batch': args.eval_batch, 'times': times, 'compile_s': None,
-         'flops': model_flops(clip_config, args.frames, args.eval_batch, train=False), 'peak_rss': _peak_rss(),
+         'flops': eval_flops(mcfg, args.eval_batch), 'peak_rss': _peak_rss(),
          'peak_device_bytes': gpu_peak()})
 
   # --- Train: the official step ---
@@ -349,7 +335,7 @@ def torch_worker(args) -> None:
 
   times = _timed(train_step, args.warmup, args.steps)
   _emit({**base, 'what': 'train', 'batch': args.batch, 'times': times, 'compile_s': None,
-         'flops': train_flops(clip_config, args), 'peak_rss': _peak_rss(),
+         'flops': train_flops(mcfg, args), 'peak_rss': _peak_rss(),
          'peak_device_bytes': gpu_peak()})
 
 

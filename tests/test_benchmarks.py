@@ -8,22 +8,19 @@ import sys
 
 import pytest
 
-from actionclip_jax.model import clip
+from actionclip_jax.model import clip, flops, video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 import train_step  # noqa: E402  pylint: disable=wrong-import-position
 
 
-def test_model_flops_counts_the_towers_matmuls():
-  c = clip.get_preset('ViT-B/32')
-  # ViT-B/32, 8 frames, 4 clips: 922 GFLOP a train step (the figure issue 10 was measured against).
-  assert round(train_step.model_flops(c, frames=8, batch=4, train=True) / 1e9) == 922
-  assert train_step.model_flops(c, 8, 4, train=False) * 2 == train_step.model_flops(c, 8, 8, train=False)
-  # The text at the length the step trims it to: 'Can you recognize the action of action 399?' is 13 tokens.
+def test_train_flops_counts_the_text_at_the_length_the_step_feeds_it():
+  mcfg = video.ActionCLIPConfig(clip.get_preset('ViT-B/32', num_frames=8), sim_header='Transf')
+  # 'Can you recognize the action of action 399?' is 13 tokens: both frameworks are credited with 13, not 77.
   args = argparse.Namespace(classes=400, frames=8, batch=4)
-  assert train_step.train_flops(c, args) == train_step.model_flops(c, 8, 4, train=True, text_length=13)
-  assert train_step.train_flops(c, args) < train_step.model_flops(c, 8, 4, train=True)
+  assert train_step.train_flops(mcfg, args) == flops.train_step(mcfg, 4, 13)
+  assert train_step.eval_flops(mcfg, 8) == flops.forward(mcfg, 8)
 
 
 def test_gpu_check_runs_on_cpu_with_a_tiny_model(tmp_path, xla_cache):

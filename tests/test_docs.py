@@ -8,6 +8,7 @@ cannot run here; those that need none run elsewhere: `make test` is CI, `make de
 output are what a new user runs (`tests/test_predict.py` predicts from a run directory the same way).
 """
 import glob
+import json
 import os
 import re
 import shlex
@@ -15,10 +16,6 @@ import subprocess
 import sys
 
 import pytest
-from absl import flags
-
-import launch
-from actionclip_jax.runs import config_checks
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ['README.md', *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'docs', '*.md')))]
@@ -104,23 +101,47 @@ def test_every_command_is_complete():
   assert not incomplete, '\n'.join(incomplete)
 
 
-@pytest.mark.parametrize('path, cmd', [(p, c) for p, c in _documented()
-                                       if (_interpreter_args(c) or [''])[0] == 'launch.py'],
-                         ids=lambda x: x if isinstance(x, str) else ' '.join(x)[:80])
-def test_launch_command_parses_and_passes_the_config_check(path, cmd, monkeypatch):
-  del path
-  monkeypatch.chdir(REPO)  # config paths are relative to the repository root, where the docs run them
-  argv = ['launch.py', *_interpreter_args(cmd)[1:]]
-  monkeypatch.setattr(sys, 'argv', argv)  # config_flags finds the `--config.*` overrides in sys.argv
+# launch.py's own flags parse each command in a fresh FlagValues, in one subprocess for them all (launch.py defines its
+# flags on absl's global FLAGS when imported, as the demo does, so neither can be imported into the test process).
+PARSE = """
+import json, sys
+from absl import flags
+import launch
+from actionclip_jax.runs import config_checks
+problems = []
+for argv in json.loads(sys.argv[1]):
+  sys.argv = argv  # config_flags finds the `--config.*` overrides in sys.argv
   values = flags.FlagValues()
   parsed = launch.define_flags(values)
-  values(argv)  # an unknown field or a bad value raises here
-  # The config check the run makes before compiling, less what only the user's files can satisfy.
   try:
+    values(argv)  # an unknown config field or a bad flag value raises here
+  except Exception as e:  # absl and ml_collections raise many types
+    problems.append([f'{type(e).__name__}: {e}'])
+    continue
+  try:  # the config check the run makes before compiling, less what only the user's files can satisfy
     config_checks.check(parsed.config.value, parsed.mode.value, num_devices=1)
+    problems.append([])
   except ValueError as e:
-    problems = [p for p in str(e).splitlines()[1:] if 'does not exist' not in p]
-    assert not problems, '\n'.join(problems)
+    problems.append([p for p in str(e).splitlines()[1:] if 'does not exist' not in p])
+print(json.dumps(problems))
+"""
+LAUNCH_COMMANDS = [(p, c) for p, c in _documented() if (_interpreter_args(c) or [''])[0] == 'launch.py']
+
+
+@pytest.fixture(scope='module')
+def launch_problems() -> list[list[str]]:
+  argvs = [['launch.py', *_interpreter_args(cmd)[1:]] for _, cmd in LAUNCH_COMMANDS]
+  done = subprocess.run([sys.executable, '-c', PARSE, json.dumps(argvs)], cwd=REPO, capture_output=True, text=True,
+                        timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO))
+  assert done.returncode == 0, done.stderr[-3000:]
+  return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize('index', range(len(LAUNCH_COMMANDS)),
+                         ids=[f'{p}: {" ".join(c)[:80]}' for p, c in LAUNCH_COMMANDS])
+def test_launch_command_parses_and_passes_the_config_check(index, launch_problems):
+  path, cmd = LAUNCH_COMMANDS[index]
+  assert not launch_problems[index], f'{path}: {" ".join(cmd)}\n' + '\n'.join(launch_problems[index])
 
 
 def _module_help(module: str) -> str:

@@ -166,6 +166,7 @@ class TemporalTransformer(nn.Module):
   layers: int = 6
   dtype: Any = jnp.float32
   head_init: str = 'official'
+  unroll: int = 1  # blocks per scan iteration (network.scan_unroll)
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -181,7 +182,7 @@ class TemporalTransformer(nn.Module):
     # init_std None: clip.ResidualAttentionBlock's width-scaled stds.
     h = clip.Transformer(self.layers, self.heads, 'quick_gelu', self.dtype, init_std=0.02 if official else None,
                          ln_epsilon=1e-12, qkv_init=(xavier_in_proj,) * 3 if official else None,
-                         name='transformer')(h, deterministic=deterministic)
+                         unroll=self.unroll, name='transformer')(h, deterministic=deterministic)
     tokens = h.astype(x.dtype) + x
     return tokens.mean(axis=1), tokens
 
@@ -234,13 +235,15 @@ class PostLNEncoder(nn.Module):
   dropout_rate: float = 0.1
   dtype: Any = jnp.float32
   head_init: str = 'official'  # see HEAD_INITS
+  unroll: int = 1  # layers per scan iteration (network.scan_unroll)
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
     stack = nn.scan(
         EncoderLayer, length=self.layers,
         variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-        in_axes=(nn.broadcast, nn.broadcast), metadata_params={nn.PARTITION_NAME: LAYERS})
+        in_axes=(nn.broadcast, nn.broadcast), metadata_params={nn.PARTITION_NAME: LAYERS},
+        unroll=min(self.unroll, self.layers))
     # One key outside the scan: the same in every layer (EncoderLayer's 'official' in_proj).
     shared_key = self.make_rng('params') if self.is_initializing() else jax.random.PRNGKey(0)
     x, _ = stack(dropout_rate=self.dropout_rate, dtype=self.dtype, head_init=self.head_init, layers=self.layers,
@@ -257,6 +260,7 @@ class ClsAggregate(nn.Module):
   dropout_rate: float = 0.1
   dtype: Any = jnp.float32
   head_init: str = 'official'  # see HEAD_INITS
+  unroll: int = 1  # encoder layers per scan iteration (network.scan_unroll)
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
@@ -269,19 +273,20 @@ class ClsAggregate(nn.Module):
     pos = self.param('pos_embed', _param_init(init, POS, EMBED), (t + 1, d), jnp.float32)
     h = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)), x.astype(jnp.float32)], axis=1) + pos
     h = PostLNEncoder(dropout_rate=self.dropout_rate, dtype=self.dtype, head_init=self.head_init,
-                      name='transformer_enc')(
+                      unroll=self.unroll, name='transformer_enc')(
         h.astype(self.dtype), deterministic)
     h = h.astype(x.dtype)
     return h[:, 0], h[:, 1:]
 
 
 def make_visual_prompt(sim_header: str, *, num_frames: int, text_heads: int, dtype: Any = jnp.float32,
-                       conv_official_reshape: bool = False, init: str = 'official') -> nn.Module:
+                       conv_official_reshape: bool = False, init: str = 'official', unroll: int = 1) -> nn.Module:
   """The head for `sim_header`; call it as `head.apply(variables, frames [B, T, D], deterministic=...)`.
 
   num_frames: T (Transf_cls's position table is sized by it). text_heads: the text tower's width // 64, the head
   count of Transf as in the official code. conv_official_reshape: see TemporalConv.official_reshape. init: how
-  Transf and Transf_cls start (HEAD_INITS; the other heads have one init).
+  Transf and Transf_cls start (HEAD_INITS; the other heads have one init). unroll: layers per iteration of
+  Transf's and Transf_cls's layer scans.
   """
   _check_init(init)
   if sim_header == 'meanP':
@@ -291,7 +296,7 @@ def make_visual_prompt(sim_header: str, *, num_frames: int, text_heads: int, dty
   if sim_header == 'LSTM':
     return TemporalLSTM(dtype)
   if sim_header == 'Transf':
-    return TemporalTransformer(text_heads, dtype=dtype, head_init=init)
+    return TemporalTransformer(text_heads, dtype=dtype, head_init=init, unroll=unroll)
   if sim_header == 'Transf_cls':
-    return ClsAggregate(num_frames, dtype=dtype, head_init=init)
+    return ClsAggregate(num_frames, dtype=dtype, head_init=init, unroll=unroll)
   raise ValueError(f'Unknown sim_header {sim_header!r}; valid: {", ".join(SIM_HEADERS)}')

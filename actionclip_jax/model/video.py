@@ -55,7 +55,7 @@ class ActionCLIP(nn.Module):
     self.fusion = heads.make_visual_prompt(
         c.sim_header, num_frames=1 if c.clip.joint else c.clip.num_frames,
         text_heads=max(1, c.clip.transformer_width // 64), dtype=c.clip.dtype,
-        conv_official_reshape=c.conv_official_reshape, init=c.head_init)
+        conv_official_reshape=c.conv_official_reshape, init=c.head_init, unroll=c.clip.scan_unroll)
     if c.interaction == 'wti':
       self.interaction = interaction.WTI(c.clip.embed_dim, dtype=c.clip.dtype)
 

@@ -241,16 +241,17 @@ class StepTimer:
   `lap(step)` when it logs (after fetching the step's stats, so the device work is done).
 
   `lap` returns per-step means since the previous lap: `data_wait_s` (host blocked on the input pipeline),
-  `step_s` (wall time), `clips_per_sec`, and `mfu` (flops_per_step / step_s / peak) when both are known, plus
-  `eta_s` (remaining steps x step_s, for the progress line). It logs a warning when the input pipeline takes more
-  than STARVED_FRACTION of the step time.
+  `step_s` (wall time), `clips_per_sec`, and `mfu` (flops_per_step / step_s / (devices x peak)) when both are known,
+  plus `eta_s` (remaining steps x step_s, for the progress line). `flops_per_step` is the whole step's model FLOPs
+  on the global batch (`model.flops`), given once in the first lap. It logs a warning when the input pipeline takes
+  more than STARVED_FRACTION of the step time.
   """
 
   def __init__(self, batch_size: int, total_steps: int, start_step: int = 0, flops_per_step: float | None = None,
-               peak: float | None = None, clock=time.perf_counter):
+               peak: float | None = None, devices: int = 1, clock=time.perf_counter):
     self.batch_size, self.total_steps = batch_size, total_steps
-    self.flops_per_step, self.peak, self._clock = flops_per_step, peak, clock
-    self._tick, self._last_step, self._waited = clock(), start_step, 0.0
+    self.flops_per_step, self.peak, self.devices, self._clock = flops_per_step, peak, devices, clock
+    self._tick, self._last_step, self._waited, self._first = clock(), start_step, 0.0, True
 
   @contextlib.contextmanager
   def _adding_time_to(self, attr: str):
@@ -274,14 +275,16 @@ class StepTimer:
     step_s = (now - self._tick) / steps
     out = {'data_wait_s': self._waited / steps, 'step_s': step_s,
            'clips_per_sec': self.batch_size / step_s if step_s > 0 else float('inf')}
+    if self.flops_per_step and self._first:
+      out['flops_per_step'] = float(self.flops_per_step)
     if self.flops_per_step and self.peak and step_s > 0:
-      out['mfu'] = self.flops_per_step / step_s / self.peak
+      out['mfu'] = self.flops_per_step / step_s / (self.devices * self.peak)
     out['eta_s'] = max(self.total_steps - step, 0) * step_s
     if step_s > 0 and out['data_wait_s'] > STARVED_FRACTION * step_s:
       logging.warning('Step %d: input-bound, %.0f%% of the step time (%.3f of %.3f s) is waiting for the input '
                       'pipeline; more data workers or packed data would speed this run up', step,
                       100 * out['data_wait_s'] / step_s, out['data_wait_s'], step_s)
-    self._tick, self._last_step, self._waited = now, step, 0.0
+    self._tick, self._last_step, self._waited, self._first = now, step, 0.0, False
     return out
 
 

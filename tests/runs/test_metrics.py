@@ -176,8 +176,8 @@ class FakeClock:
 
 def test_step_timer_splits_data_wait_from_step_time_and_reports_mfu_and_eta(caplog):
   clock = FakeClock()
-  timer = metrics.StepTimer(batch_size=8, total_steps=100, start_step=10, flops_per_step=5e12, peak=10e12,
-                            clock=clock)
+  timer = metrics.StepTimer(batch_size=8, total_steps=100, start_step=10, flops_per_step=10e12, peak=10e12,
+                            devices=2, clock=clock)
   for _ in range(2):  # two steps of 1 s each, 0.1 s of it waiting for a batch
     with timer.data_wait():
       clock.now += 0.1
@@ -185,13 +185,15 @@ def test_step_timer_splits_data_wait_from_step_time_and_reports_mfu_and_eta(capl
   with timer.excluded():  # an evaluation: neither step nor data time
     clock.now += 50
   out = timer.lap(12)
-  assert out == pytest.approx({'data_wait_s': 0.1, 'step_s': 1.0, 'clips_per_sec': 8.0, 'mfu': 0.5, 'eta_s': 88.0})
+  assert out == pytest.approx({'data_wait_s': 0.1, 'step_s': 1.0, 'clips_per_sec': 8.0, 'mfu': 0.5, 'eta_s': 88.0,
+                               'flops_per_step': 10e12})  # the step's FLOPs over 2 devices' peak; given once
   assert 'input-bound' not in caplog.text
   with timer.data_wait():  # a starved step: 0.8 of 1 s waiting
     clock.now += 0.8
   clock.now += 0.2
   out = timer.lap(13)
   assert out['data_wait_s'] == pytest.approx(0.8) and out['step_s'] == pytest.approx(1.0)
+  assert 'flops_per_step' not in out
   assert 'input-bound' in caplog.text and '80%' in caplog.text
 
 

@@ -5,17 +5,19 @@ damaged checkpoints, a full disk — are in test_faults.py.)
 Runs are tiny (`configs/k400.py:runlocal`, 4 steps of 8 clips of a synthetic dataset) and share XLA's persistent
 compilation cache, so most of them skip compiling.
 """
+import json
 import os
 import signal
 import socket
 import subprocess
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
-from actionclip_jax.model import clip, prompts, video
-from actionclip_jax.runs import metrics, train
+from actionclip_jax.model import clip, flops, prompts, video
+from actionclip_jax.runs import builders, inputs, metrics, train
 from actionclip_jax import tokenize
 from data_pipelines import synthetic
 from launch_helpers import (REPO, assert_same_run, environment, final_params, finished_steps, launch_args, run,
@@ -53,6 +55,13 @@ def test_reference_run_writes_everything(reference):
   assert all({'step', 'loss', 'lr', 'clips_per_sec', 'data_wait_s', 'step_s'} <= set(r) for r in records)
   assert all(0 <= r['data_wait_s'] <= r['step_s'] and 'mfu' not in r for r in records)  # no known peak on a CPU
   assert records[-1]['lr'] == 0.0  # cosine to zero at the last step
+  # The step's analytic FLOPs, once: the model of the saved config, on its batch and its trimmed prompt table.
+  with open(os.path.join(reference, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  mcfg = builders.model_config(config)
+  table = builders.class_table(config, inputs.label_names(config.data), mcfg.clip.context_length)
+  want = flops.train_step(mcfg, config.data.batch_size, prompts.trim_padding(table).shape[-1])
+  assert [r.get('flops_per_step') for r in records] == [want] + [None] * (len(records) - 1)
 
 
 def free_port():
