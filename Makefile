@@ -14,9 +14,10 @@ $(BIN)/.installed-package: setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $@
 
-# The test suite's extras on top: torch (the PyTorch twins, .pt files) and pytest.
+# The test suite's extras on top: torch (the PyTorch twins, .pt files), libtpu (--mode=compile for TPU topologies)
+# and pytest.
 $(BIN)/.installed: $(BIN)/.installed-package
-	$(BIN)/pip install -q -e '.[torch,test]'
+	$(BIN)/pip install -q -e '.[torch,tpu,test]'
 	touch $@
 
 .PHONY: install test demo

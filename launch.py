@@ -1,8 +1,10 @@
-"""Runs a config on one CPU, one GPU, or every host of a TPU pod slice / GPU cluster.
+r"""Runs a config on one CPU, one GPU, or every host of a TPU pod slice / GPU cluster.
 
   python launch.py --config=configs/k400.py:arch=ViT-B/16,frames=8 --workdir=workdirs/k400 [--config.solver.lr=1e-5]
   python launch.py --config=configs/zero_shot.py:dataset=ucf101 --workdir=... --mode=zero_shot
   python launch.py --config=configs/demo.py:pretrain --workdir=... --mode=pretrain   # CLIP on image-caption pairs
+  python launch.py --config=configs/k400.py:arch=ViT-B/16 --workdir=... --mode=compile \
+      --config.compile.topology=v5e:16x16   # the train step compiled for a 256-chip TPU slice, sized, not run
 
 The resolved config is written to WORKDIR/config.json before anything else, and checked (lists exist, batch
 divisible by the data-parallel size, ...) before anything compiles. Run the same command on every host of a
@@ -13,7 +15,7 @@ import types
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot')
+MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot', 'compile')
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> types.SimpleNamespace:
@@ -48,17 +50,23 @@ def main(argv):
   elif config.distributed:
     jax.distributed.initialize()  # the coordinator and process ids come from the TPU / SLURM / MPI environment
 
-  from actionclip_jax.runs import builders, config_checks
+  from actionclip_jax.runs import aot, builders, config_checks, executables
 
   builders.write_config(config, workdir)
   try:
-    config_checks.check(config, mode, jax.device_count(), jax.process_count())
+    devices = aot.target_devices(config) if mode == 'compile' else jax.devices()
+    config_checks.check(config, mode, len(devices), jax.process_count())
   except ValueError as e:
     raise SystemExit(str(e)) from None  # one message, no traceback: nothing has started yet
-  logging.info('Running %s in %s on %d devices', mode, workdir, jax.device_count())
+  logging.info('Running %s in %s on %d devices', mode, workdir, len(devices))
   if mode == 'train':
     from actionclip_jax.runs import train
-    results = train.train(config, workdir)
+    try:
+      results = train.train(config, workdir)
+    except executables.MismatchError as e:
+      raise SystemExit(str(e)) from None  # a compiled step for another run: one line, before any step ran
+  elif mode == 'compile':
+    results = aot.compile_for(config, workdir)
   elif mode == 'pretrain':
     from actionclip_jax.runs import pretrain
     results = pretrain.train(config, workdir)

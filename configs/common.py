@@ -187,6 +187,14 @@ def base() -> ml_collections.ConfigDict:
   c.eval.fewshot_eval_every = 100  # early stopping: validation accuracy every this many iterations
   c.eval.fewshot_seeds = (1, 2, 3)
   c.eval.name = 'val'
+
+  # --mode=compile (actionclip_jax/runs/aot.py): the train step compiled ahead of time, sized, not run.
+  c.compile = ml_collections.ConfigDict()
+  c.compile.topology = ''  # a TPU topology ('v5e:16x16', 'v5p:4x4x4', 'v4:4x4x4'; needs libtpu), '' = this host
+  c.compile.num_slices = 1  # TPU slices joined over the data-center network; the data axis spans them
+  c.compile.num_classes = 0  # without data.label_list: this many classes named 'class <i>' in the prompt table
+  c.compile.save = ''  # write the compiled step there (--mode=compile) ...
+  c.compile.load = ''  # ... and train with it without compiling (the same topology, config and jax version)
   return c
 
 

@@ -13,6 +13,9 @@ from absl import flags
 FAST_COMPILE = ('--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true '
                 '--xla_cpu_use_fusion_emitters=false')
 os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {FAST_COMPILE}'.strip()
+# The suite runs on the CPU. With libtpu installed (the [tpu] extra, for --mode=compile's TPU topologies) jax would
+# first try to start a TPU backend and log why it cannot; topologies are described without one.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 # grain's multi-worker loader reads absl flags; pytest never parses them.
 flags.FLAGS.mark_as_parsed()

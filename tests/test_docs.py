@@ -107,7 +107,7 @@ PARSE = """
 import json, sys
 from absl import flags
 import launch
-from actionclip_jax.runs import config_checks
+from actionclip_jax.runs import aot, config_checks
 problems = []
 for argv in json.loads(sys.argv[1]):
   sys.argv = argv  # config_flags finds the `--config.*` overrides in sys.argv
@@ -118,8 +118,12 @@ for argv in json.loads(sys.argv[1]):
   except Exception as e:  # absl and ml_collections raise many types
     problems.append([f'{type(e).__name__}: {e}'])
     continue
+  config = parsed.config.value
+  devices = 1
+  if parsed.mode.value == 'compile' and config.compile.topology:  # the topology's chips (by name, without libtpu)
+    devices = aot.chips_in(config.compile.topology, config.compile.num_slices)
   try:  # the config check the run makes before compiling, less what only the user's files can satisfy
-    config_checks.check(parsed.config.value, parsed.mode.value, num_devices=1)
+    config_checks.check(config, parsed.mode.value, num_devices=devices)
     problems.append([])
   except ValueError as e:
     problems.append([p for p in str(e).splitlines()[1:] if 'does not exist' not in p])

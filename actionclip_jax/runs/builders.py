@@ -174,7 +174,13 @@ def batch_shapes(batch_size: int, num_frames: int, size: int, mesh) -> dict:
           'video_id': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
 
 
-def compile_step(step_fn, state: TrainState, batch: dict, rng: jax.Array, mesh):
+def rng_shape(mesh) -> jax.ShapeDtypeStruct:
+  """The step's rng argument, abstract: a replicated key."""
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  return jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
+
+
+def compile_step(step_fn, state: TrainState, batch: dict, rng: jax.ShapeDtypeStruct, mesh):
   """`step_fn(state, batch, rng) -> (state, stats)` jitted over the mesh with the state donated, lowered and compiled
   ahead of time (its memory estimate logged before the first step: a run that cannot fit fails in seconds)."""
   jitted = jax.jit(step_fn, in_shardings=(state.shardings, sharding.batch_sharding(mesh), sharding.replicated(mesh)),

@@ -18,7 +18,7 @@ from actionclip_jax.weights import pretrained
 from actionclip_jax.runs import optim, sharding
 from data_pipelines import annotations, sources
 
-MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot')
+MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot', 'compile')
 SOURCES = ('video', 'frames', 'packed')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PROTOCOLS = ('full', 'half', 'splits', 'k600')
@@ -31,7 +31,7 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
 
   if mode not in MODES:
     add(f'mode={mode!r} is not one of {", ".join(MODES)}')
-  training = mode in ('train', 'pretrain')
+  training = mode in ('train', 'pretrain', 'compile')  # compile: the train step, compiled and not run
 
   # Devices, mesh and batch sizes.
   if num_devices < 1 or process_count < 1 or num_devices % process_count:
@@ -44,7 +44,7 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     add(str(e))
   _check_rules(c.mesh.get('rules', ()), add)
 
-  batch_fields = (['data.batch_size'] if training else []) + ['eval.batch_size']
+  batch_fields = (['data.batch_size'] if training else []) + (['eval.batch_size'] if mode != 'compile' else [])
   for name in batch_fields:
     size = _get(c, name)
     if not _positive_int(size):
@@ -129,7 +129,9 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   if source not in SOURCES:
     add(f'data.source={source!r} is not one of {", ".join(SOURCES)}')
   names = None
-  if _check_file('data.label_list', c.data.label_list, required=mode != 'pretrain', mode=mode, add=add):
+  compile_classes = c.get('compile', {}).get('num_classes', 0)
+  label_list_needed = mode != 'pretrain' and not (mode == 'compile' and compile_classes > 0)
+  if _check_file('data.label_list', c.data.label_list, required=label_list_needed, mode=mode, add=add):
     names = _check_labels(c, add)
   needed = {'data.train_list'} if mode in ('train', 'pretrain', 'few_shot') else set()
   val_lists = tuple(c.data.get('val_lists') or ())
@@ -176,6 +178,20 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     if c.log_every_steps < 1 or c.checkpoint_every_steps < 1 or c.keep_checkpoints < 1:
       add(f'log_every_steps={c.log_every_steps}, checkpoint_every_steps={c.checkpoint_every_steps} and '
           f'keep_checkpoints={c.keep_checkpoints} must be >= 1')
+
+  # Compiling ahead of time (--mode=compile) and running what was compiled (compile.load).
+  if 'compile' in c:
+    k = c.compile
+    if not _positive_int(k.num_slices) or (k.num_slices > 1 and not k.topology):
+      add(f'compile.num_slices={k.num_slices!r} must be a positive integer, and 1 without compile.topology')
+    if mode == 'compile' and not c.data.label_list and not compile_classes > 0:
+      add('mode=compile needs data.label_list or compile.num_classes > 0 (the prompt table the step encodes)')
+    if k.load and mode != 'train':
+      add(f'compile.load is for mode=train (the compiled train step), not mode={mode}')
+    elif k.load and not os.path.isfile(k.load):
+      add(f'compile.load={k.load!r} does not exist')
+    if (k.save or k.topology) and mode != 'compile':
+      add(f'compile.save and compile.topology are for mode=compile, not mode={mode}')
 
   # Evaluation.
   e = c.eval

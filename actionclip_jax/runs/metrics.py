@@ -224,7 +224,8 @@ def read_metrics(workdir: str) -> list[dict]:
 # Dense bfloat16 peak FLOP/s of one chip (no structured sparsity), matched as a substring of `device_kind`;
 # a platform not listed (every CPU) gets no MFU. Vendors' data sheets.
 PEAK_BF16_FLOPS = {'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12, 'L4': 121e12, 'A10G': 70e12,
-                   'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12, 'TPU v5p': 459e12, 'TPU v6': 918e12}
+                   'TPU v4': 275e12, 'TPU v5 lite': 197e12, 'TPU v5e': 197e12, 'TPU v5p': 459e12, 'TPU v6': 918e12,
+                   'TPU v5': 459e12}  # last: libtpu calls v5p 'TPU v5', a substring of v5e's 'TPU v5 lite'
 STARVED_FRACTION = 0.3  # data_wait_s / step_s above this: the run is bound by its input pipeline
 
 

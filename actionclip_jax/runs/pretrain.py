@@ -118,7 +118,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = make_train_step(module, layout.tx, caption_table, jnp.dtype(clip_config.dtype))
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
   compiled = builders.compile_step(step_fn, layout, builders.batch_shapes(data.batch_size, 1, data.input_size, mesh),
-                                   rng, mesh)
+                                   builders.rng_shape(mesh), mesh)
 
   loss = None
   with (metrics.MetricWriter(workdir, enabled=jax.process_index() == 0) as writer,

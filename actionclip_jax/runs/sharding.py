@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'fsdp', 'tensor')  # the mesh's axis order; the batch is split over data x fsdp
@@ -46,11 +47,20 @@ def data_parallel_size(mesh_shape: dict[str, int]) -> int:
 
 
 def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """The mesh of `config.mesh` over `devices` (default: all), laid out on the chips' interconnect. Over several TPU
+  slices the data axis spans them: each slice holds data / slices of it, and only the data-parallel gradient
+  reduction crosses the data-center network between slices."""
   devices = list(devices if devices is not None else jax.devices())
   shape = resolve_mesh_shape(mesh_config, len(devices))
   # Auto axes: linen's logical partitioning annotates shardings; Explicit axes would reject them.
-  return jax.make_mesh(tuple(shape[a] for a in AXES), AXES, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+  auto = (jax.sharding.AxisType.Auto,) * len(AXES)
+  slices = len({getattr(d, 'slice_index', 0) for d in devices})
+  if slices == 1:
+    return jax.make_mesh(tuple(shape[a] for a in AXES), AXES, devices=devices, axis_types=auto)
+  if shape['data'] % slices:
+    raise ValueError(f'mesh.data={shape["data"]} is not divisible by the {slices} slices it must span')
+  within = (shape['data'] // slices, shape['fsdp'], shape['tensor'])
+  return Mesh(mesh_utils.create_hybrid_device_mesh(within, (slices, 1, 1), devices), AXES, axis_types=auto)
 
 
 def rules(mesh_config) -> tuple[tuple[str, Any], ...]:

@@ -8,8 +8,10 @@ iterator's, and both are checkpointed: a resumed run is the same run. What the s
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,7 @@ import optax
 from absl import logging
 
 from actionclip_jax.model import flops, interaction, losses, prompts, video
-from actionclip_jax.runs import builders, checkpoints, evaluate, inputs, metrics, optim, sharding
+from actionclip_jax.runs import builders, checkpoints, evaluate, executables, inputs, metrics, optim, sharding
 from data_pipelines import augment
 from data_pipelines.pipeline import global_batch
 
@@ -129,6 +131,43 @@ def make_train_step(module, tx, table, accum_steps: int, compute_dtype, *, cdcr_
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# The step `train()` compiles, on this host's mesh or, for `--mode=compile`, on a TPU topology's.
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """The train step and what it is compiled for: the state's layout, the global batch and rng (abstract), its
+  analytic FLOPs on the global batch, and the trimmed prompt table's shape and schedule its signature names."""
+  fn: Any
+  layout: builders.TrainState
+  batch: dict
+  rng: jax.ShapeDtypeStruct
+  flops: int
+  table_shape: tuple[int, ...]
+  schedule: tuple[int, int]
+
+  def signature(self, config, devices) -> dict:
+    return executables.signature(config, devices, self.table_shape, *self.schedule)
+
+  def out_shapes(self):
+    return jax.eval_shape(self.fn, self.layout.abstract, self.batch, self.rng)
+
+
+def build_step(config, mcfg: video.ActionCLIPConfig, names: list[str], mesh, warmup_steps: int,
+               total_steps: int) -> Step:
+  """The step for `config` on `mesh`, with the class prompts of `names`; nothing is allocated or compiled."""
+  table = builders.class_table(config, names, mcfg.clip.context_length)
+  layout = builders.train_state(functools.partial(video.init_params, mcfg), config, mesh, warmup_steps, total_steps)
+  fn = make_train_step(video.ActionCLIP(mcfg), layout.tx, table, config.solver.grad_accum_steps,
+                       jnp.dtype(mcfg.clip.dtype), cdcr_weight=cdcr_weight(config),
+                       weight_storage=config.solver.get('weight_storage', 'float32'))
+  trimmed = prompts.trim_padding(table).shape
+  return Step(fn, layout, builders.batch_shapes(config.data.batch_size, mcfg.num_frames, config.data.input_size, mesh),
+              builders.rng_shape(mesh), flops.train_step(mcfg, config.data.batch_size, trimmed[-1]), trimmed,
+              (total_steps, warmup_steps))
+
+
+# ------------------------------------------------------------------------------------------------------------------
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -148,34 +187,33 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_source, train_data = inputs.train_dataset(config, workdir, names)
   total_steps, warmup_steps = builders.schedule_steps(config.solver, len(train_source), config.data.batch_size)
   data_iterator = iter(train_data)
-  table = builders.class_table(config, names, mcfg.clip.context_length)
 
-  # --- Model, optimizer and state: params are born sharded ---
-  layout = builders.train_state(functools.partial(video.init_params, mcfg), config, mesh, warmup_steps, total_steps)
+  # --- Model, optimizer and state (params born sharded), and the step ---
+  program = build_step(config, mcfg, names, mesh, warmup_steps, total_steps)
+  layout = program.layout
+  logging.info('A step: %.4g FLOPs (the model\'s matmuls on the global batch)', program.flops)
 
-  # --- Step: compiled ahead of time, its memory estimate logged before the first step ---
-  weight_storage = config.solver.get('weight_storage', 'float32')
-  step_fn = make_train_step(module, layout.tx, table, config.solver.grad_accum_steps, jnp.dtype(mcfg.clip.dtype),
-                            cdcr_weight=cdcr_weight(config), weight_storage=weight_storage)
+  # --- Step: compiled ahead of time (its memory estimate logged before the first step), or loaded compiled ---
   init_rng, rng = jax.random.split(jax.random.key(config.seed))
-  batch_shapes = builders.batch_shapes(config.data.batch_size, mcfg.num_frames, config.data.input_size, mesh)
-  compiled = builders.compile_step(step_fn, layout, batch_shapes, rng, mesh)
-  # Analytic: XLA's cost analysis counts a scanned tower's layer once (model.flops says why).
-  flops_per_step = flops.train_step(mcfg, config.data.batch_size, prompts.trim_padding(table).shape[-1])
-  logging.info('A step: %.4g FLOPs (the model\'s matmuls on the global batch)', flops_per_step)
+  if config.get('compile', {}).get('load'):
+    compiled = executables.load(config.compile.load, program.signature(config, jax.devices()),
+                                (layout.abstract, program.batch, program.rng), program.out_shapes())
+    logging.info('Loaded the compiled step from %s', config.compile.load)
+  else:
+    compiled = builders.compile_step(program.fn, layout, program.batch, program.rng, mesh)
 
   results = {}
   with (metrics.MetricWriter(workdir, enabled=jax.process_index() == 0) as writer,
         builders.Preemption() as preemption,  # SIGTERM: save the current step, then exit
         checkpoints.Checkpoints(workdir, config.keep_checkpoints) as ckpt):
     # --- Start: this run's newest intact checkpoint, else init_from, else from scratch ---
-    start, state = builders.start_state(ckpt, layout, data_iterator, init_rng, config.init_from, weight_storage,
-                                        workdir)
+    start, state = builders.start_state(ckpt, layout, data_iterator, init_rng, config.init_from,
+                                        config.solver.get('weight_storage', 'float32'), workdir)
     writer.truncate_after(start)  # drops what an earlier attempt logged after `start` (those steps run again)
 
     # --- Loop ---
     lr_at = functools.partial(optim.learning_rates, config.solver, warmup_steps, total_steps)
-    timer = metrics.StepTimer(config.data.batch_size, total_steps, start, flops_per_step=flops_per_step,
+    timer = metrics.StepTimer(config.data.batch_size, total_steps, start, flops_per_step=program.flops,
                               peak=metrics.peak_flops(jax.devices()[0].device_kind), devices=jax.device_count())
     with metrics.Progress(total_steps, initial=start, enabled=jax.process_index() == 0) as progress:
       for step in range(start + 1, total_steps + 1):

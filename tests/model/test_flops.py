@@ -1,13 +1,9 @@
 """model.flops: the analytic count against the figures measured with it, and against XLA's own count of the same
 train step compiled with every layer scan unrolled (XLA counts a scan's body once, which is why the count is
 analytic)."""
-import functools
-
-import jax
-import jax.numpy as jnp
 import pytest
 
-from actionclip_jax.model import clip, flops, prompts, video
+from actionclip_jax.model import clip, flops, video
 from actionclip_jax.runs import builders, sharding, train
 from configs import k400
 
@@ -48,14 +44,10 @@ def test_analytic_count_agrees_with_xla_on_the_unrolled_train_step(interaction):
   c.network.interaction = interaction
   c.network.scan_unroll, c.network.remat = 100, 'none'
   c.data.batch_size, c.data.input_size, c.data.num_segments = 16, 64, 8
-  mcfg = builders.model_config(c)
-  table = builders.class_table(c, [f'class {i}' for i in range(10)], mcfg.clip.context_length)
-  mesh = sharding.make_mesh(c.mesh)
-  layout = builders.train_state(functools.partial(video.init_params, mcfg), c, mesh, 1, 10)
-  step = train.make_train_step(video.ActionCLIP(mcfg), layout.tx, table, 1, jnp.float32,
-                               cdcr_weight=train.cdcr_weight(c))
-  batch = builders.batch_shapes(c.data.batch_size, mcfg.num_frames, c.data.input_size, mesh)
-  cost = builders.compile_step(step, layout, batch, jax.random.key(0), mesh).cost_analysis()
+  mcfg, mesh = builders.model_config(c), sharding.make_mesh(c.mesh)
+  step = train.build_step(c, mcfg, [f'class {i}' for i in range(10)], mesh, 1, 10)
+  cost = builders.compile_step(step.fn, step.layout, step.batch, step.rng, mesh).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  analytic = flops.train_step(mcfg, c.data.batch_size, prompts.trim_padding(table).shape[-1])
+  analytic = flops.train_step(mcfg, c.data.batch_size, step.table_shape[-1])
+  assert step.flops == analytic
   assert analytic == pytest.approx(cost['flops'], rel=0.05)
