@@ -45,10 +45,12 @@ def main(argv):
   import jax
 
   config, workdir, mode = _FLAGS.config.value, _FLAGS.workdir.value, _FLAGS.mode.value
+  heartbeat = {'heartbeat_timeout_seconds': config.heartbeat_timeout_s}
   if _FLAGS.coordinator_address.value:
-    jax.distributed.initialize(_FLAGS.coordinator_address.value, _FLAGS.num_processes.value, _FLAGS.process_id.value)
+    jax.distributed.initialize(_FLAGS.coordinator_address.value, _FLAGS.num_processes.value, _FLAGS.process_id.value,
+                               **heartbeat)
   elif config.distributed:
-    jax.distributed.initialize()  # the coordinator and process ids come from the TPU / SLURM / MPI environment
+    jax.distributed.initialize(**heartbeat)  # the coordinator and process ids: from the TPU / SLURM / MPI environment
 
   from actionclip_jax.runs import aot, builders, config_checks, executables
 

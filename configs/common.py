@@ -36,6 +36,9 @@ def base() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3  # the last N; the best by top-1 is kept besides
   c.log_every_steps = 10
   c.distributed = False  # jax.distributed.initialize() (TPU pods, SLURM/GPU clusters)
+  # A process that stops answering (its host lost) is declared dead after this many seconds; every other process then
+  # exits non-zero instead of waiting in a collective forever (jax.distributed's heartbeat; its default is 100).
+  c.heartbeat_timeout_s = 100
 
   c.data = ml_collections.ConfigDict()
   c.data.dataset = 'kinetics400'

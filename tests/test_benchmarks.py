@@ -73,3 +73,23 @@ def test_profile_step_breaks_down_the_train_step_and_the_eval_encode(mode, capsy
   assert result['setting']['eval'] == bool(mode) and result['ops_s'] > 0
   assert 'matmul' in {row['kind'] for row in result['by_kind']}
   assert capsys.readouterr().out.startswith('eval encode' if mode else 'train step')
+
+
+def test_pod_plan_finds_the_largest_batch_by_doubling_then_bisecting(monkeypatch):
+  """pod_plan.search on a stand-in compile that fits up to 44 clips a chip on 8 devices (and fails like XLA above
+  60): every probe is a compile, the answer is the largest fitting batch at the resolution."""
+  import pod_plan
+  probes = []
+
+  def compile_once(recipe, target, mesh, remat, global_batch):
+    probes.append(global_batch // 8)
+    if global_batch // 8 > 60:
+      return {'global_batch': global_batch, 'command': 'c', 'error': 'RESOURCE_EXHAUSTED: Ran out of memory'}
+    return {'global_batch': global_batch, 'report': {'per_chip_bytes': {'fits': global_batch // 8 <= 44}}}
+
+  monkeypatch.setattr(pod_plan, 'compile_once', compile_once)
+  best = pod_plan.search('b16_8f', 'v5e-64', 'data', 'none', 8, start=4, resolution=4, emit=lambda r: r)
+  assert best['global_batch'] == 44 * 8
+  assert probes == [4, 8, 16, 32, 64, 48, 40, 44]
+  with pytest.raises(SystemExit, match='bad topology'):  # any other error stops the plan
+    pod_plan.fits({'command': 'c', 'error': 'bad topology'})

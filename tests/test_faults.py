@@ -11,8 +11,10 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 
 import grain
 import jax
@@ -105,6 +107,49 @@ def test_sigkill_at_any_moment_then_restart_ends_as_the_uninterrupted_run(refere
   assert resumed_step(log) >= killed - CHECKPOINT_EVERY
   assert_same_run(reference, workdir, atol=0, steps=STEPS)
   assert eval_results(workdir) == eval_results(reference)
+
+
+HEARTBEAT_S = 10  # --config.heartbeat_timeout_s of the two-process runs below
+LOST_HOST_BOUND_S = HEARTBEAT_S + 50  # the survivor's exit: the heartbeat, plus closing the run and shutting down
+
+
+def two_processes(dataset, workdir, xla_cache, tmp_path, name, steps=12):
+  """launch.py as 2 processes of 1 CPU device each over localhost (Gloo collectives), a checkpoint every 2 steps."""
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = environment(xla_cache, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  return [start(launch_args(dataset, workdir, f'--config.heartbeat_timeout_s={HEARTBEAT_S}',
+                            f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}',
+                            steps=steps), env, tmp_path / f'{name}{i}.log') for i in range(2)]
+
+
+def test_a_lost_host_stops_the_survivor_in_bounded_time_and_a_restart_ends_as_the_uninterrupted_run(
+    dataset, xla_cache, tmp_path):
+  """Process 1 of 2 is SIGKILLed mid-run (its host lost): process 0 exits non-zero within the heartbeat timeout plus
+  a margin, naming task 1 as lost; the checkpoints finished before stay intact; the same two commands run again
+  resume from the newest and end bit-identical to an uninterrupted two-process run."""
+  reference, workdir = tmp_path / 'reference', tmp_path / 'run'
+  for i, p in enumerate(two_processes(dataset, reference, xla_cache, tmp_path, 'reference')):
+    assert p.wait(timeout=300) == 0, tail(tmp_path / f'reference{i}.log')
+
+  survivor, lost = two_processes(dataset, workdir, xla_cache, tmp_path, 'run')
+  log = tmp_path / 'run0.log'
+  wait_for(lambda: finished_steps(workdir) and last_logged_step(workdir) >= 5, survivor, log)
+  lost.kill()
+  killed_at = time.monotonic()
+  rc = survivor.wait(timeout=LOST_HOST_BOUND_S + 60)
+  exited_after = time.monotonic() - killed_at
+  assert rc != 0 and exited_after < LOST_HOST_BOUND_S, (rc, exited_after, tail(log))
+  assert re.search(r'[Tt]ask 1\b.*(heartbeat|unhealthy|crashed)|(heartbeat|unhealthy).*task:1\b', read(log)), tail(log)
+  kept = finished_steps(workdir)
+  assert kept and all(final_params(workdir, step) is not None for step in kept)  # every finished one restores
+
+  restarted = two_processes(dataset, workdir, xla_cache, tmp_path, 'restart')
+  for i, p in enumerate(restarted):
+    assert p.wait(timeout=300) == 0, tail(tmp_path / f'restart{i}.log')
+  assert resumed_step(tmp_path / 'restart0.log') == kept[-1]
+  assert_same_run(str(reference), str(workdir), atol=0, steps=12)
 
 
 def largest_file(directory):

@@ -135,7 +135,7 @@ def _report(config, devices, mesh, mcfg, program, compiled) -> dict:
 
   slices = len({getattr(d, 'slice_index', 0) for d in devices})
   return {
-      'topology': config.compile.topology or f'this host ({platform_name(devices)})',
+      'topology': config.compile.topology or f'this host ({_host(devices)})',
       'num_slices': slices, 'chips': count, 'device_kind': devices[0].device_kind,
       'mesh': {**{axis: int(size) for axis, size in mesh.shape.items()}, 'slices (within data)': slices},
       'global_batch': global_batch, 'per_chip_batch': global_batch / count,
@@ -150,7 +150,7 @@ def _report(config, devices, mesh, mcfg, program, compiled) -> dict:
   }
 
 
-def platform_name(devices) -> str:
+def _host(devices) -> str:
   return f'{len(devices)} {devices[0].platform} device{"s" if len(devices) > 1 else ""}'
 
 

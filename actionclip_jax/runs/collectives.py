@@ -1,8 +1,9 @@
 """What a compiled program's HLO says about its communication: each kind of collective's count and bytes a step.
 
 A collective inside a `while` loop runs once per iteration: its count and bytes are multiplied by the loop's trip
-count (XLA's `known_trip_count`, which every `lax.scan` and `fori_loop` with static bounds has), through every level
-of nesting. Bytes are the collective's result size (for an all-gather the gathered array, for a reduce-scatter the
+count, through every level of nesting. The trip count is XLA's `known_trip_count` where the backend writes it (the
+CPU's does); the TPU compiler leaves it out, so there it is read off the loop's condition, `counter < N` for a
+constant N, which is how `lax.scan` and `fori_loop` with static bounds lower (counting from 0 by 1). Bytes are the collective's result size (for an all-gather the gathered array, for a reduce-scatter the
 scattered shard); an asynchronous pair (`-start` / `-done`) is one collective, its bytes the `-done` result's.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ _BYTES = {'pred': 1, 's8': 1, 'u8': 1, 's16': 2, 'u16': 2, 'f16': 2, 'bf16': 2, 
 _COMPUTATION = re.compile(r'^(?:ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->\s*.*\{\s*$')
 _SHAPE = re.compile(r'\b(' + '|'.join(_BYTES) + r')\[([\d,]*)\]')
 _OP = re.compile(r'=\s*(.+?)\s+(' + '|'.join(KINDS) + r')(-start|-done)?\(')
-_WHILE = re.compile(r'\bwhile\(.*?body=%?([\w.\-]+)')
+_WHILE = re.compile(r'\bwhile\(.*?condition=%?([\w.\-]+), body=%?([\w.\-]+)')
+_LESS_THAN = re.compile(r'ROOT .*compare\(%?[\w.\-]+, %?([\w.\-]+)\), direction=LT')
 _TRIP = re.compile(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"(\d+)"')
 _CALLS = re.compile(r'(?:calls|to_apply|condition|branch_computations|called_computations)=\{?%?([\w.\-, %]+)\}?')
 
@@ -29,6 +31,18 @@ def _bytes(shape_text: str) -> int:
       n *= int(d)
     total += n * _BYTES[dtype]
   return total
+
+
+def _bound(condition: list[str]) -> int:
+  """N of a loop condition whose root is `compare(counter, N), direction=LT` with N a constant; 1 when it is not."""
+  for line in condition:
+    less = _LESS_THAN.search(line)
+    if less:
+      for other in condition:
+        constant = re.search(rf'%?{re.escape(less.group(1))} = s32\[\][^=]*constant\((\d+)\)', other)
+        if constant:
+          return int(constant.group(1))
+  return 1
 
 
 def count(hlo_text: str) -> dict[str, dict[str, int]]:
@@ -49,7 +63,7 @@ def count(hlo_text: str) -> dict[str, dict[str, int]]:
       loop = _WHILE.search(line)
       if loop:
         trip = _TRIP.search(line)
-        callees[name].append((loop.group(1), int(trip.group(1)) if trip else 1))
+        callees[name].append((loop.group(2), int(trip.group(1)) if trip else _bound(bodies.get(loop.group(1), []))))
         continue
       for group in _CALLS.findall(line):
         for callee in group.replace('%', '').split(','):

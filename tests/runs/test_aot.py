@@ -111,8 +111,19 @@ def test_collectives_are_counted_by_their_loops_trip_counts():
   %cp = bf16[4,2]{1,0} collective-permute(bf16[4,2]{1,0} %y), source_target_pairs={{0,1}}
 }
 
+%cond (c: (s32[], f32[2])) -> pred[] {
+  %n = s32[]{:T(128)} constant(7)
+  %i = s32[]{:T(128)} get-tuple-element(%c), index=0
+  ROOT %lt = pred[]{:T(512)} compare(%i, %n), direction=LT
+}
+
+%body3 (r: (s32[], f32[2])) -> (s32[], f32[2]) {
+  %rs = f32[2]{0} reduce-scatter(f32[8]{0} %z), dimensions={0}, to_apply=%add
+}
+
 ENTRY %main (a: f32[16]) -> f32[16] {
   %w = (s32[], f32[8,64]) while(%t0), condition=%c, body=%body, backend_config={"known_trip_count":{"n":"12"}}
+  %tpu = (s32[], f32[2]) while(%t3), condition=%cond, body=%body3
   %ags = (f32[16]{0}, f32[64]{0}) all-gather-start(f32[16]{0} %a), dimensions={0}
   %agd = f32[64]{0} all-gather-done((f32[16]{0}, f32[64]{0}) %ags)
 }
@@ -121,7 +132,9 @@ ENTRY %main (a: f32[16]) -> f32[16] {
   assert out['all-reduce'] == {'count': 12, 'bytes': 12 * 8 * 64 * 4}
   assert out['collective-permute'] == {'count': 36, 'bytes': 36 * 4 * 2 * 2}  # 3 a body, 12 bodies
   assert out['all-gather'] == {'count': 1, 'bytes': 64 * 4}  # an async pair once, its result's size
-  assert out['reduce-scatter'] == out['all-to-all'] == {'count': 0, 'bytes': 0}
+  # The TPU compiler writes no known_trip_count: the bound comes from the condition, counter < 7.
+  assert out['reduce-scatter'] == {'count': 7, 'bytes': 7 * 2 * 4}
+  assert out['all-to-all'] == {'count': 0, 'bytes': 0}
 
 
 LIBTPU = importlib.util.find_spec('libtpu') is not None
