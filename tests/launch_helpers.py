@@ -28,7 +28,9 @@ def launch_args(dataset, workdir, *extra, steps: int, config='configs/k400.py:ru
 
 def environment(cache_dir, devices=1, **extra):
   # A size limit turns on the cache's file lock: processes of both pytest workers read and write it at once.
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=str(cache_dir),
+  # ALLOW_MULTIPLE_LIBTPU_LOAD: libtpu (--mode=compile's TPU topologies) takes a lock that admits one process at a
+  # time; these processes open no TPU, so both pytest workers' may hold it at once.
+  env = dict(os.environ, JAX_PLATFORMS='cpu', ALLOW_MULTIPLE_LIBTPU_LOAD='1', JAX_COMPILATION_CACHE_DIR=str(cache_dir),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_COMPILATION_CACHE_MAX_SIZE=str(2**31),
              PYTHONPATH=REPO, **extra)
   env['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count={devices}'.strip()

@@ -137,6 +137,7 @@ def _report(config, devices, mesh, mcfg, program, compiled) -> dict:
   return {
       'topology': config.compile.topology or f'this host ({_host(devices)})',
       'num_slices': slices, 'chips': count, 'device_kind': devices[0].device_kind,
+      'devices_per_chip': per_chip,  # v4 shows each chip's two TensorCores: 'chips' counts what the topology shows
       'mesh': {**{axis: int(size) for axis, size in mesh.shape.items()}, 'slices (within data)': slices},
       'global_batch': global_batch, 'per_chip_batch': global_batch / count,
       'dtype': mcfg.clip.dtype, 'remat': mcfg.clip.remat, 'model': {
