@@ -59,9 +59,9 @@ def compile_once(recipe: str, target: str, mesh: str, remat: str, global_batch: 
 
 
 def _devices(topology: str, slices: int) -> int:
-  """How many devices the target shows, the data-parallel size a batch must divide by: its chips, times two for v4
-  (libtpu shows each of a v4 chip's two TensorCores), counted from the name."""
-  return aot.chips_in(topology, slices) * (2 if topology.startswith('v4') else 1)
+  """How many devices the target shows, the data-parallel size a batch must divide by: its chips (a v4 chip is one
+  device in megacore mode, as `aot.target_devices` describes it), counted from the name."""
+  return aot.chips_in(topology, slices)
 
 
 def fits(row: dict) -> bool:
@@ -121,7 +121,8 @@ def markdown(rows: list[dict]) -> str:
     supply = '-' if vcpus is None else f'{RAW_PER_CORE * vcpus:.0f} / {PACKED_PER_CORE * vcpus:.0f}'
     lines.append(
         f'| {r["recipe"]} | {r["target"]} | {", ".join(f"{k} {v}" for k, v in rep["mesh"].items() if v != 1)} | '
-        f'{r["remat"]} | {r["global_batch"]} ({rep["per_chip_batch"]:g}) | {m["arguments"] / 2**30:.2f} / '
+        f'{r["remat"]} | {">= " if r.get("capped") else ""}{r["global_batch"]} ({rep["per_chip_batch"]:g}) | '
+        f'{m["arguments"] / 2**30:.2f} / '
         f'{m["temporaries"] / 2**30:.2f} / {m["total"] / 2**30:.2f} of {m["hbm_bytes"] / 2**30:.0f} GiB | '
         f'{moved / 2**30:.2f} GiB | {e["step_s_lower_bound"] * 1e3:.0f} ms, {e["clips_per_s_upper_bound"]:.0f} '
         f'({per_chip:.0f}) | {hours:.0f} | {supply} | {r["compile_s"]:.0f} s |')
@@ -129,14 +130,17 @@ def markdown(rows: list[dict]) -> str:
 
 
 def largest_fits(rows: list[dict]) -> list[dict]:
-  """Of compiles in JSON lines, the largest fitting batch of each (recipe, target, mesh, remat), in first-seen order."""
-  best = {}
+  """Of compiles in JSON lines, the largest fitting batch of each (recipe, target, mesh, remat), in first-seen order;
+  `capped` where no larger batch was tried and failed (the search stopped at --largest)."""
+  best, failed = {}, {}
   for r in rows:
     key = (r['recipe'], r['target'], r['mesh'], r['remat'])
-    if 'report' in r and r['report']['per_chip_bytes']['fits'] and (
-        key not in best or r['global_batch'] > best[key]['global_batch']):
-      best[key] = r
-  return list(best.values())
+    if 'report' in r and r['report']['per_chip_bytes']['fits']:
+      if key not in best or r['global_batch'] > best[key]['global_batch']:
+        best[key] = r
+    else:
+      failed.setdefault(key, []).append(r['global_batch'])
+  return [{**r, 'capped': not any(b > r['global_batch'] for b in failed.get(key, []))} for key, r in best.items()]
 
 
 def main(argv=None):

@@ -23,6 +23,10 @@ Expected top-1 on the K400 validation set, single view, `Transf` (official READM
 paper's Table 6): ViT-B/32 8 frames 78.36 (top-5 94.25); ViT-B/16 8 frames 81.09 (95.49), 16 frames 81.68
 (95.87), 32 frames 82.32 (96.20). The paper's abstract gives 83.8 top-1 with a ViT-B/16 backbone (its best,
 multi-view setting; the abstract does not state the frames or views). No published numbers for `wti` here.
+
+On a TPU slice (docs/pod_plan.md, from `--mode=compile` runs): ViT-B/16 8 frames on v5e-256 trains data-parallel
+(the default mesh) with `--config.network.remat=full` up to a global batch of 34816, 4.81 GiB a chip at 4096;
+without remat it stops at 2048. `mesh.fsdp=16` holds less (6144) and moves 133 GiB of all-reduce a chip a step.
 """
 from configs import common
 

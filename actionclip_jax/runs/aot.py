@@ -59,8 +59,12 @@ def target_devices(config) -> list:
   if not c.topology:
     return jax.devices()
   from jax.experimental import topologies
+  # A v4 chip's two TensorCores are one device in megacore mode, which is what a mesh on v4 needs (jax refuses one
+  # device per core); libtpu describes v4 per core unless asked.
+  options = {'chip_config_name': 'megacore'} if c.topology.startswith('v4') else {}
   try:
-    found = topologies.get_topology_desc(topology_name=c.topology, platform='tpu', num_slices=c.num_slices)
+    found = topologies.get_topology_desc(topology_name=c.topology, platform='tpu', num_slices=c.num_slices,
+                                         **options)
   except Exception as e:  # libtpu missing or a topology it rejects; jaxlib raises several types
     raise ValueError(f'compile.topology={c.topology!r} (compile.num_slices={c.num_slices}) cannot be described '
                      f'here: {str(e).splitlines()[0]}. A TPU topology needs libtpu: pip install -e ".[tpu]"') from e
@@ -103,7 +107,7 @@ def compile_for(config, workdir: str) -> dict:
 def _report(config, devices, mesh, mcfg, program, compiled) -> dict:
   count = len(devices)
   chips = chips_in(config.compile.topology, config.compile.num_slices) or count
-  per_chip = count // chips  # devices a chip shows as (1, or 2 for v4's two TensorCores)
+  per_chip = count // chips  # devices a chip shows as (1: v4 is described in megacore mode)
   capacity, bandwidth, peak = _chip(devices[0].device_kind)
   hbm = capacity / per_chip if capacity else None
   bandwidth = bandwidth / per_chip if bandwidth else None
@@ -137,7 +141,7 @@ def _report(config, devices, mesh, mcfg, program, compiled) -> dict:
   return {
       'topology': config.compile.topology or f'this host ({_host(devices)})',
       'num_slices': slices, 'chips': count, 'device_kind': devices[0].device_kind,
-      'devices_per_chip': per_chip,  # v4 shows each chip's two TensorCores: 'chips' counts what the topology shows
+      'devices_per_chip': per_chip,
       'mesh': {**{axis: int(size) for axis, size in mesh.shape.items()}, 'slices (within data)': slices},
       'global_batch': global_batch, 'per_chip_batch': global_batch / count,
       'dtype': mcfg.clip.dtype, 'remat': mcfg.clip.remat, 'model': {
