@@ -64,12 +64,16 @@ def _devices(topology: str, slices: int) -> int:
   return aot.chips_in(topology, slices)
 
 
+def _out_of_memory(error: str) -> bool:
+  return 'RESOURCE_EXHAUSTED' in error or 'out of memory' in error.lower()
+
+
 def fits(row: dict) -> bool:
   """Whether the compile fits the chip's HBM; XLA refusing to compile for lack of memory is a no, any other error
   stops the plan."""
   if 'report' in row:
     return bool(row['report']['per_chip_bytes']['fits'])
-  if 'RESOURCE_EXHAUSTED' in row['error'] or 'out of memory' in row['error'].lower():
+  if _out_of_memory(row['error']):
     return False
   raise SystemExit(f'{row["command"]}: {row["error"]}')
 
@@ -131,14 +135,14 @@ def markdown(rows: list[dict]) -> str:
 
 def largest_fits(rows: list[dict]) -> list[dict]:
   """Of compiles in JSON lines, the largest fitting batch of each (recipe, target, mesh, remat), in first-seen order;
-  `capped` where no larger batch was tried and failed (the search stopped at --largest)."""
+  `capped` where no larger batch was found not to fit (the search stopped at --largest, or the compiler crashed)."""
   best, failed = {}, {}
   for r in rows:
     key = (r['recipe'], r['target'], r['mesh'], r['remat'])
     if 'report' in r and r['report']['per_chip_bytes']['fits']:
       if key not in best or r['global_batch'] > best[key]['global_batch']:
         best[key] = r
-    else:
+    elif 'report' in r or _out_of_memory(r['error']):  # not a compiler crash: a batch that does not fit
       failed.setdefault(key, []).append(r['global_batch'])
   return [{**r, 'capped': not any(b > r['global_batch'] for b in failed.get(key, []))} for key, r in best.items()]
 
