@@ -165,22 +165,22 @@ def main(argv=None):
     return
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
+  rows = []
+
   def emit(row):
     with open(args.out, 'a') as f:
       f.write(json.dumps(row) + '\n')
     print(json.dumps({k: v for k, v in row.items() if k != 'report'}), flush=True)
+    rows.append(row)
     return row
 
-  best = []
   for recipe in args.recipe.split(','):
     for target in args.target.split(','):
       devices = _devices(*TARGETS[target])
       for mesh in args.mesh.split(','):
         for remat in args.remat.split(','):
-          found = search(recipe, target, mesh, remat, devices, args.start, args.resolution, emit, args.largest)
-          if found:
-            best.append(found)
-  print(markdown(best))
+          search(recipe, target, mesh, remat, devices, args.start, args.resolution, emit, args.largest)
+  print(markdown(largest_fits(rows)))
 
 
 if __name__ == '__main__':

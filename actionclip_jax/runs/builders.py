@@ -145,13 +145,21 @@ class TrainState:
   param_shapes: Any
 
 
-def train_state(init_params: Callable[..., Any], config, mesh, warmup_steps: int, total_steps: int) -> TrainState:
-  """`init_params(rng, boxed=...)` builds the params; their logical axes and config.mesh.rules shard them, the
-  optimizer state follows its params, the step counter is replicated. Nothing is allocated here."""
+def abstract_params(init_params: Callable[..., Any], config, mesh) -> tuple[Any, Any]:
+  """(ShapeDtypeStructs with their shardings, the shardings) of the params `init_params(rng, boxed=...)` builds:
+  their logical axes mapped to the mesh by config.mesh.rules. Nothing is allocated."""
   boxed_shapes = jax.eval_shape(lambda r: init_params(r, boxed=True), jax.random.key(0))
-  param_shapes = nn.unbox(boxed_shapes)
+  shardings = sharding.param_shardings(boxed_shapes, mesh, sharding.rules(config.mesh))
+  abstract = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                    nn.unbox(boxed_shapes), shardings)
+  return abstract, shardings
+
+
+def train_state(init_params: Callable[..., Any], config, mesh, warmup_steps: int, total_steps: int) -> TrainState:
+  """`init_params(rng, boxed=...)` builds the params, sharded as `abstract_params` says; the optimizer state follows
+  its params, the step counter is replicated. Nothing is allocated here."""
+  param_shapes, params_sharding = abstract_params(init_params, config, mesh)
   tx = optim.make(config.solver, config.network, warmup_steps, total_steps, param_shapes)
-  params_sharding = sharding.param_shardings(boxed_shapes, mesh, sharding.rules(config.mesh))
   opt_sharding = sharding.optimizer_shardings(jax.eval_shape(tx.init, param_shapes), params_sharding, mesh)
   shardings = {'params': params_sharding, 'opt': opt_sharding, 'step': sharding.replicated(mesh)}
 

@@ -15,7 +15,6 @@ import functools
 import hashlib
 import os
 
-import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
@@ -303,10 +302,7 @@ def load_params(config, workdir: str, module, mesh):
   """The params to evaluate, sharded: this work dir's latest checkpoint, else init_from (any accepted one). Parts
   the source lacks (a plain CLIP's visual prompt) are random; only then is the initializer compiled."""
   mcfg = module.config
-  boxed = jax.eval_shape(lambda r: video.init_params(mcfg, r, boxed=True), jax.random.key(0))
-  shardings = sharding.param_shardings(boxed, mesh, sharding.rules(config.mesh))
-  abstract = jax.tree_util.tree_map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                                    nn.unbox(boxed), shardings)
+  abstract, shardings = builders.abstract_params(functools.partial(video.init_params, mcfg), config, mesh)
   if os.path.isdir(os.path.join(workdir, 'checkpoints')):
     source = workdir
   elif config.init_from:
