@@ -64,7 +64,8 @@ def loss_curve(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy_curves(run_dir: str) -> dict[str, list[tuple[int, float]]]:
-  """{evaluation name: [(step, top-1), ...] by step} from the evaluations the trainer wrote during the run."""
+  """{evaluation name: [(step, top-1), ...] by step} from the evaluations the trainer wrote during the run (mAP
+  instead of top-1 for a multi-label run's)."""
   curves = {}
   for entry in os.listdir(run_dir):
     match = EVAL_FILE.fullmatch(entry)
@@ -73,15 +74,16 @@ def accuracy_curves(run_dir: str) -> dict[str, list[tuple[int, float]]]:
     path = os.path.join(run_dir, entry)
     with open(path) as f:
       results = json.load(f)
-    if not isinstance(results.get('top1'), (int, float)):
-      raise ValueError(f'{path}: no numeric "top1"')
-    curves.setdefault(match['name'], []).append((int(match['step']), float(results['top1'])))
+    value = results.get('mAP', results.get('top1'))
+    if not isinstance(value, (int, float)):
+      raise ValueError(f'{path}: no numeric "top1" or "mAP"')
+    curves.setdefault(match['name'], []).append((int(match['step']), float(value)))
   return {name: sorted(points) for name, points in sorted(curves.items())}
 
 
-def plot_curves(runs: dict[str, str], path: str, chance: float | None = None) -> str:
-  """Train loss (left) and validation top-1 (right) against step, one colour per run; `chance` in percent is
-  drawn as a dashed line on the right."""
+def plot_curves(runs: dict[str, str], path: str, chance: float | None = None, metric: str = 'top-1') -> str:
+  """Train loss (left) and validation top-1 (or `metric`: 'mAP') (right) against step, one colour per run; `chance`
+  in percent is drawn as a dashed line on the right."""
   fig = _figure(12, 4.5)
   loss_ax, top1_ax = fig.subplots(1, 2)
   for run, run_dir in runs.items():
@@ -95,7 +97,7 @@ def plot_curves(runs: dict[str, str], path: str, chance: float | None = None) ->
   if chance is not None:
     top1_ax.axhline(chance, color='grey', linestyle='--', label=f'chance ({chance:.1f}%)')
   loss_ax.set(title='Training loss', xlabel='step', ylabel='loss')
-  top1_ax.set(title='Validation top-1', xlabel='step', ylabel='top-1 (%)', ylim=(0, 100))
+  top1_ax.set(title=f'Validation {metric}', xlabel='step', ylabel=f'{metric} (%)', ylim=(0, 100))
   for ax in (loss_ax, top1_ax):
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
@@ -332,6 +334,59 @@ def _markdown(results: dict, num_val: int, skipped: list[tuple[str, str]], num_f
             f'crop), its true class, and {CONFUSION_RUN}\'s prediction with its probability (green: right, red: '
             'wrong).', '']
   return '\n'.join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The multi-label demo's report (`python -m actionclip_jax.demo --multilabel`).
+
+
+def plot_per_class_ap(per_class: dict[str, dict[str, float]], chance: float, path: str, title: str) -> str:
+  """Each class's AP (%) as a bar per run (classes in order of their mean AP), and the chance mAP dashed."""
+  runs = list(per_class)
+  classes = sorted(per_class[runs[0]], key=lambda c: -np.mean([per_class[r].get(c, np.nan) for r in runs]))
+  fig = _figure(max(8.0, 0.3 * len(classes) + 2), 5)
+  ax = fig.subplots()
+  width = 0.8 / len(runs)
+  for i, run in enumerate(runs):
+    ax.bar(np.arange(len(classes)) + (i - (len(runs) - 1) / 2) * width,
+           [per_class[run].get(c, np.nan) for c in classes], width, label=run)
+  ax.axhline(chance, color='grey', linestyle='--', label=f'chance mAP ({chance:.1f}%)')
+  ax.set_xticks(np.arange(len(classes)), classes, rotation=90, fontsize=7)
+  ax.set(title=title, ylabel='AP (%)', ylim=(0, 100))
+  ax.legend()
+  fig.savefig(path)
+  return path
+
+
+def write_multilabel(workdir: str) -> str:
+  """WORKDIR/plots/{curves,per_class_ap}.png and WORKDIR/report.md of the multi-label demo; returns report.md's path."""
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  runs = {run: os.path.join(workdir, run) for run in results['runs']}
+  summary = results['summary']
+  plots = os.path.join(workdir, PLOTS_DIR)
+  os.makedirs(plots, exist_ok=True)
+  plot_curves(runs, os.path.join(plots, 'curves.png'), chance=summary['val']['chance_mAP'], metric='mAP')
+  plot_per_class_ap({run: r['val']['per_class_ap'] for run, r in results['runs'].items()},
+                    summary['val']['chance_mAP'], os.path.join(plots, 'per_class_ap.png'),
+                    'Validation AP of each class')
+  lines = ['# ActionCLIP-JAX multi-label demo report', '', '## Results', '',
+           '| run | val mAP | zero-shot mAP (held-out classes) |', '|---|---:|---:|']
+  lines += [f'| {run} | {r["val"]["mAP"]:.1f} | {r["zero_shot"]["mAP"]:.1f} |' for run, r in results['runs'].items()]
+  val, zero_shot = summary['val'], summary['zero_shot']
+  lines += [f'| mean (spread) | {val["mean"]:.1f} ({val["spread"]:.1f}) | {zero_shot["mean"]:.1f} '
+            f'({zero_shot["spread"]:.1f}) |',
+            f'| *chance* | *{val["chance_mAP"]:.1f}* | *{zero_shot["chance_mAP"]:.1f}* |',
+            '', f'mAP is the mean over the classes of their average precision, in percent ({val["classes"]} '
+            f'validation classes, {zero_shot["classes"]} held-out ones); chance is what random scores give, each '
+            'class\'s share of the videos. Each video shows two objects, each with its own verb, and has both '
+            'classes; the held-out combinations were never trained on.', '',
+            '## Training curves', '', f'![Training loss and validation mAP]({PLOTS_DIR}/curves.png)', '',
+            '## Per-class AP', '', f'![Validation AP of each class]({PLOTS_DIR}/per_class_ap.png)', '']
+  path = os.path.join(workdir, 'report.md')
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines))
+  return path
 
 
 def main(argv=None):

@@ -207,11 +207,11 @@ def main():
       print(f'repeat {repeat + 1} of {args.repeats}')
       for key, name in ROWS.items():
         rates[key].append(timed(name, runs[key], args.clips))
-  print(f'\n| clips/s per core | min | median | max |\n| --- | ---: | ---: | ---: |')
+  print('\n| clips/s per core | min | median | max |\n| --- | ---: | ---: | ---: |')
   for key, name in ROWS.items():
     low, mid, high = np.percentile(rates[key], [0, 50, 100])
     print(f'| {name} | {low:.1f} | {mid:.1f} | {high:.1f} |')
-  print(f'\n| ratio | of medians | range over repeats | target |\n| --- | ---: | ---: | --- |')
+  print('\n| ratio | of medians | range over repeats | target |\n| --- | ---: | ---: | --- |')
   for num, den, target in RATIOS:
     ratio = np.median(rates[num]) / np.median(rates[den])
     each = np.asarray(rates[num]) / np.asarray(rates[den])

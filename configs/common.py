@@ -49,7 +49,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.train_list = ''
   c.data.val_list = ''
   c.data.val_lists = ml_collections.config_dict.placeholder(tuple)  # zero-shot protocol=splits (and half): lists
-  c.data.label_list = ''  # `id,name` CSV with a header
+  c.data.label_list = ''  # `id,name` CSV with a header, or a shipped list's name (k400, ucf101, hmdb51, ssv2, ...)
   c.data.num_classes = 0  # rows of label_list; 0 = take whatever it has, > 0 = checked against it at start
   c.data.num_segments = 8
   c.data.seg_length = 1
@@ -78,6 +78,15 @@ def base() -> ml_collections.ConfigDict:
   c.data.index_bias = 1
   c.data.workers = 4  # grain worker processes per host
   c.data.fail_fast = False  # raise on a bad video instead of replacing and reporting it
+  # Keep the training videos' decoded frames in memory (source=video): for small datasets read many times, as the
+  # demo's; each data process holds its own copy (sources.VideoFileSource).
+  c.data.cache_decoded = False
+  # Several labels a video (Charades): lists are read as multi-label (Charades' CSV, or `path num_frames l1,l2`),
+  # batches carry multi-hot labels, and evaluation reports mAP (configs/charades.py).
+  c.data.multilabel = False
+  # Multi-label training clips: 'video' (segments over the whole video, all its labels) or 'interval' (segments
+  # inside one annotated interval drawn per clip, labelled with the actions active in the clip).
+  c.data.multilabel_sampling = 'video'
 
   c.network = ml_collections.ConfigDict()
   c.network.arch = 'ViT-B/32'  # a CLIP preset (clip.PRESETS)
@@ -143,6 +152,13 @@ def base() -> ml_collections.ConfigDict:
   # 5e-6 most of them never move and their weight decay is lost (optim.store). float32 by default for that reason.
   c.solver.weight_storage = 'float32'
   c.solver.grad_accum_steps = 1
+  # The training loss (train.texts_and_objective): 'kl' is ActionCLIP's, every same-label (multi-label: every
+  # shared-label) video-text pair a positive; 'sigmoid' scores each video against every class's prompt with binary
+  # cross-entropy (multi-label retrieval's usual loss), on exp(logit_scale) x cosine + sigmoid_bias. The bias is
+  # fixed, not learned (the model has no parameter for it): logits start negative for cosines below
+  # -sigmoid_bias / scale (0.1 at CLIP's trained scale of 100), so the many negative pairs do not dominate early.
+  c.solver.loss = 'kl'
+  c.solver.sigmoid_bias = -10.0
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1 fills the devices left
@@ -172,12 +188,15 @@ def base() -> ml_collections.ConfigDict:
   c.eval.dtype = 'float32'
   # Zero-shot: full (all classes) | half (eval.half_splits random half-class splits over every listed video) |
   # splits (each of data.val_lists, e.g. the 3 official HMDB51/UCF101 test splits) | k600 (eval.subsets random
-  # subsets of eval.subset_classes classes among those not named in eval.known_label_list).
+  # subsets of eval.subset_classes classes among those not named in eval.known_label_list, or eval.k600_splits).
   c.eval.protocol = 'full'
   c.eval.half_splits = 10
   c.eval.subsets = 3
   c.eval.subset_classes = 160
-  c.eval.known_label_list = ''  # k600: the Kinetics-400 label CSV; its classes are left out ('' = none)
+  c.eval.known_label_list = ''  # k600: the Kinetics-400 label CSV (or `k400`); its classes are left out ('' = none)
+  # k600: '' = random subsets as above; `literature` = the zero-shot papers' three 160-class splits (shipped:
+  # k600_zs1..3); or a comma list of label lists (names or CSVs), each a subset, its classes found by name.
+  c.eval.k600_splits = ''
   c.eval.shots = 16  # few-shot K
   # Few-shot as Lin et al. 2023 run it: logit scale 100, AdamW, linear warm-up then cosine over fewshot_steps
   # iterations; lr x weight decay grid searched on a validation split carved from the K shots (early stopping on
@@ -206,6 +225,7 @@ DATASETS = {  # variant name -> (data.dataset, classes in its label list; 0 = no
     'k600': ('kinetics600', 0),
     'hmdb51': ('hmdb51', 51),
     'ucf101': ('ucf101', 101),
+    'charades': ('charades', 157),
     'any': ('any', 0),
 }
 

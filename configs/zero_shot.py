@@ -10,8 +10,12 @@ views). Protocols (`eval.protocol`), as the literature's tables (X-CLIP, ViFi-CL
   the whole dataset: give every video, e.g. `data.val_lists` = a split's train and test lists (a video in
   several lists counts once); mean +- std.
 - `k600`: Kinetics-600 on the 220 classes absent from Kinetics-400: the classes of `data.label_list` (K600's) not
-  named in `eval.known_label_list` (K400's label CSV; empty = the label list is already the novel classes), then
-  `eval.subsets` (3) random subsets of `eval.subset_classes` (160), each classified among itself; mean +- std.
+  named in `eval.known_label_list` (K400's label CSV, or `k400`; empty = the label list is already the novel
+  classes), then `eval.subsets` (3) random subsets of `eval.subset_classes` (160), each classified among itself;
+  mean +- std. `eval.k600_splits=literature` takes instead the three 160-class splits the zero-shot tables use
+  (shipped as `k600_zs1..3`, from ViFi-CLIP), found in `data.label_list` by name (case-, space- and
+  punctuation-blind); a comma list of label lists (shipped names or CSVs) gives any splits. A split class the label
+  list lacks, or one `eval.known_label_list` names, stops the run at start.
 Every protocol prints its mean +- std and writes the per-split numbers to WORKDIR/eval_zero_shot_*.json.
 
 Variants (`:a=b,c`): `dataset` (hmdb51 | ucf101 | k600 | any), `protocol` (full | half | splits | k600; k600 is the
@@ -22,11 +26,11 @@ weights (then the visual prompt is random).
     python launch.py --config=configs/zero_shot.py:dataset=hmdb51,protocol=splits --mode=zero_shot \
         --workdir=/ckpt/zs_hmdb51 --config.init_from=/ckpt/k400_b16_8f --config.data.root=/data/hmdb51 \
         --config.data.val_lists="('lists/hmdb51/val_split1.txt','lists/hmdb51/val_split2.txt','lists/hmdb51/val_split3.txt')" \
-        --config.data.label_list=lists/hmdb51_labels.csv
+        --config.data.label_list=hmdb51
 
     python launch.py --config=configs/zero_shot.py:dataset=k600 --mode=zero_shot --workdir=/ckpt/zs_k600 \
         --config.init_from=/ckpt/k400_b16_8f --config.data.root=/data/k600 --config.data.val_list=lists/k600/val.txt \
-        --config.data.label_list=lists/kinetics_600_labels.csv --config.eval.known_label_list=lists/kinetics_400_labels.csv
+        --config.data.label_list=lists/kinetics_600_labels.csv --config.eval.k600_splits=literature
 
 No expected numbers are given here: the paper's zero-shot table could not be checked against its text.
 """

@@ -11,6 +11,10 @@ of a video decode, with none of the millions of small files that frame folders n
 list's order, frames of a video consecutive; `records.jsonl` beside the shards lists the videos, so a
 reader knows every video's label, frame count and first example without opening the shards. Videos that
 cannot be decoded are left out and listed in `bad_videos.jsonl` in the same folder.
+
+With `--multilabel`, `--list` is a multi-label set (a Charades CSV with `--labels Charades_v1_classes.txt`, or a
+generic multi-label list, see `annotations`); its records keep their labels and intervals in `records.jsonl`, so
+`PackedSource` serves multi-label sets too. Its bad rows are printed and skipped.
 """
 import argparse
 import dataclasses
@@ -120,7 +124,7 @@ def pack(records: list[VideoRecord], out_dir: str, *, short_side: int = 256, qua
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--list', required=True, help='TSN list file, or a path,label_name .csv')
-  parser.add_argument('--labels', required=True, help='label CSV with an id,name header')
+  parser.add_argument('--labels', required=True, help='label CSV with an id,name header, or Charades_v1_classes.txt')
   parser.add_argument('--out', required=True, help='new folder for the packed dataset')
   parser.add_argument('--root', help='folder the list paths are relative to')
   parser.add_argument('--short_side', type=int, default=256,
@@ -128,11 +132,17 @@ def main(argv=None):
                            'to the whole short side, and larger frames only cost decode time')
   parser.add_argument('--quality', type=int, default=90, help='JPEG quality')
   parser.add_argument('--workers', type=int, default=os.cpu_count())
+  parser.add_argument('--multilabel', action='store_true',
+                      help='--list is a multi-label set: a Charades CSV, a path,labels CSV or "path num_frames '
+                           'l1,l2,..." lines')
   args = parser.parse_args(argv)
   try:
-    records = read_video_list(args.list, read_label_csv(args.labels), args.root)
+    records = read_video_list(args.list, read_label_csv(args.labels), args.root, multilabel=args.multilabel)
   except AnnotationError as e:
     raise SystemExit(str(e)) from None  # one line with file:line; nothing has been written
+  if args.multilabel:
+    records, problems = records
+    print(''.join(f'skipped: {problem}\n' for problem in problems), end='')
   packed = pack(records, args.out, short_side=args.short_side, quality=args.quality,
                 workers=args.workers)
   print(f'packed {len(packed)} of {len(records)} videos into {args.out}; '

@@ -11,8 +11,13 @@ that have no more frames than the clip needs. `DenseSampler` takes `clip_len` fr
 Both draw randomness only from the generator they are given (grain's per-record rng), so an epoch is a
 function of the seed. Evaluation returns `[num_clips, clip_frames]`: `num_clips` temporal views spread
 evenly over the video, the first of which, for one view, is the official evaluation clip.
+
+`IntervalSampler` (`data.multilabel_sampling='interval'`) is the one sampler that needs more than the frame count:
+for a training clip it also takes the record's annotated intervals (the pipeline passes them when a sampler has
+`train_interval`), samples inside one of them with the sampler it wraps, and says which classes the clip shows.
 """
 import dataclasses
+import math
 
 import numpy as np
 
@@ -93,3 +98,47 @@ class DenseSampler:
     interval = (slack + 1) / self.num_clips
     starts = (np.arange(self.num_clips) * interval + interval / 2).astype(np.int64)
     return self._clip(starts, num_frames)
+
+
+def interval_frames(start: float, end: float, num_frames: int) -> tuple[int, int]:
+  """Frames [first, stop) of an interval given as fractions of the video, clamped to it and at least one frame."""
+  first = min(max(math.floor(start * num_frames), 0), num_frames - 1)
+  return first, max(min(math.ceil(end * num_frames), num_frames), first + 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class IntervalSampler:
+  """Training clips inside one annotated interval, labelled with the classes active in them.
+
+  `sampler` (a `SegmentSampler`, say) picks the frames inside the interval, and all of a video for evaluation and for
+  records without intervals: Charades is evaluated on whole videos with all their labels (video-level mAP).
+  """
+  sampler: SegmentSampler | DenseSampler
+
+  @property
+  def clip_frames(self) -> int:
+    return self.sampler.clip_frames
+
+  @property
+  def num_clips(self) -> int:
+    return self.sampler.num_clips
+
+  def train(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    return self.sampler.train(num_frames, rng)
+
+  def eval(self, num_frames: int) -> np.ndarray:
+    return self.sampler.eval(num_frames)
+
+  def train_interval(self, num_frames: int, intervals, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A clip inside one of `intervals` ((class, start, end), fractions of the video), drawn uniformly, and the
+    classes, in increasing order, of every interval overlapping the span [first, last] of the clip's frames."""
+    _, start, end = intervals[rng.integers(len(intervals))]
+    first, stop = interval_frames(start, end, num_frames)
+    indices = first + self.sampler.train(stop - first, rng)
+    low, high = int(indices.min()), int(indices.max())
+    active = set()
+    for label, start, end in intervals:
+      begin, finish = interval_frames(start, end, num_frames)
+      if begin <= high and finish > low:
+        active.add(label)
+    return indices, tuple(sorted(active))

@@ -9,6 +9,9 @@ Two generators:
   an object (a coloured circle, square or triangle) and a verb (`moving left`, `rotating clockwise`, `growing`,
   `appearing`, ...), named by a sentence ("a red circle moving left"), over varied textured backgrounds with pixel
   noise and a static grey distractor shape; sizes, speeds, start positions, lengths and frame rates vary per video.
+- `make_multilabel_world` (`--multilabel [--charades]`): the same classes, two objects a video, each doing its own
+  verb (one all along, one in a sub-interval), listed as a generic multi-label list and, with `--charades`, in
+  Charades' own formats too.
 
 The world's verbs come in pairs, each verb the time reverse of the other (left/right, up/down, clockwise/
 counter-clockwise, growing/shrinking, appearing/disappearing), and every video draws its random numbers the same way
@@ -267,16 +270,21 @@ def draw_scene(rng: np.random.Generator, size: int, frames: tuple[int, int] = (1
   # Room for the largest the object gets, anywhere on its path.
   margin = travel / 2 + 1.1 * radius * np.sqrt(ratio) + 1
   centre = tuple(rng.uniform(margin, size - margin, 2))
-  background = _background(rng, size)
-  distractor = np.asarray(background[None], np.float32)
+  background = np.asarray(_background(rng, size)[None], np.float32)
+  _draw_distractor(rng, background)
+  return Scene(num_frames, fps, phase, offset, travel, centre, radius, ratio, log_scale, angle, switch, noise,
+               background[0])
+
+
+def _draw_distractor(rng: np.random.Generator, picture: np.ndarray) -> None:
+  """Draws a static near-black or near-white shape, sized to the picture [1, S, S, 3], in place."""
+  size = picture.shape[1]
   grey = rng.choice([rng.uniform(15, 45), rng.uniform(210, 245)])
   d_radius = rng.uniform(0.07, 0.13) * size
   d_x, d_y = rng.uniform(d_radius, size - d_radius, 2)
   d_shape = SHAPES[rng.integers(len(SHAPES))]
-  _draw_object(distractor, d_shape, (grey,) * 3, [d_x], [d_y], [d_radius], [rng.uniform(0, 2 * np.pi)], [1.0],
+  _draw_object(picture, d_shape, (grey,) * 3, [d_x], [d_y], [d_radius], [rng.uniform(0, 2 * np.pi)], [1.0],
                marked=False)
-  return Scene(num_frames, fps, phase, offset, travel, centre, radius, ratio, log_scale, angle, switch, noise,
-               distractor[0])
 
 
 def object_states(scene: Scene, verb: str) -> dict[str, np.ndarray]:
@@ -372,6 +380,44 @@ def _write_world_video(job: _Video) -> str:
   return f'{name} {scene.num_frames} {job.label}\n'
 
 
+def _classes(objects, verbs, heldout) -> tuple[list, list, list]:
+  """Every (colour, shape, verb) class, then the seen and the held-out ones, in class order; see `make_world`."""
+  unknown = sorted(set(verbs) - set(VERBS)) + sorted({c for c, _ in objects} - set(COLOURS))
+  unknown += sorted({s for _, s in objects} - set(SHAPES))
+  if unknown:
+    raise ValueError(f'Unknown verbs, colours or shapes: {unknown}')
+  if heldout is None:
+    heldout = [combo for combo in default_heldout(objects) if combo[2] in verbs]
+  combos = [(colour, shape, verb) for colour, shape in objects for verb in verbs]
+  heldout = [tuple(combo) for combo in heldout]
+  missing = sorted(set(heldout) - set(combos))
+  if missing:
+    raise ValueError(f'Held-out classes not among the objects x verbs: {missing}')
+  return combos, [c for c in combos if c not in heldout], [c for c in combos if c in heldout]
+
+
+@contextlib.contextmanager
+def _video_writer(workers: int):
+  """A `map` over video jobs, in `workers` processes or in this one. Each video draws from its own generator, so
+  writing them in any order, in any process, gives the same world."""
+  if workers <= 1:
+    yield map
+    return
+  # Spawned, not forked: no fork of a caller's threads (JAX's).
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+    yield functools.partial(pool.map, chunksize=16)
+
+
+def _world_json(path: str, seed: int, size: int, frames, seen, heldout, **extra) -> None:
+  classes = [{'id': label, 'name': class_name(*combo), 'shape': combo[1], 'colour': combo[0], 'verb': combo[2],
+              'split': split}
+             for split, members in (('seen', seen), ('heldout', heldout)) for label, combo in enumerate(members)]
+  world = {'seed': seed, 'size': size, 'frames': list(frames), 'verb_pairs': [list(p) for p in VERB_PAIRS],
+           **extra, 'classes': classes}
+  with open(path, 'w') as f:
+    json.dump(world, f, indent=2)
+
+
 def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout=None, train_per_class: int = 150,
                val_per_class: int = 8, heldout_per_class: int = 12, heldout_train_per_class: int = 4,
                size: int = 32, frames: tuple[int, int] = (16, 32), pretrain_images: int = 2000,
@@ -389,20 +435,7 @@ def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout
   and verb pairs). Videos are `size` pixels square, `frames[0]..frames[1]` frames long. `workers` > 1 writes the
   videos in that many processes; the files are the same.
   """
-  unknown = sorted(set(verbs) - set(VERBS)) + sorted({c for c, _ in objects} - set(COLOURS))
-  unknown += sorted({s for _, s in objects} - set(SHAPES))
-  if unknown:
-    raise ValueError(f'Unknown verbs, colours or shapes: {unknown}')
-  if heldout is None:
-    heldout = [combo for combo in default_heldout(objects) if combo[2] in verbs]
-  combos = [(colour, shape, verb) for colour, shape in objects for verb in verbs]
-  heldout = [tuple(combo) for combo in heldout]
-  missing = sorted(set(heldout) - set(combos))
-  if missing:
-    raise ValueError(f'Held-out classes not among the objects x verbs: {missing}')
-  seen = [combo for combo in combos if combo not in heldout]
-  heldout = [combo for combo in combos if combo in heldout]  # in class order
-
+  combos, seen, heldout = _classes(objects, verbs, heldout)
   paths = {'root': out, 'label_list': os.path.join(out, 'labels.csv'),
            'heldout_label_list': os.path.join(out, 'heldout_labels.csv'),
            'captions': os.path.join(out, 'pretrain', 'captions.csv'), 'world': os.path.join(out, 'world.json')}
@@ -417,14 +450,7 @@ def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout
           for split, classes, per_class, _ in splits}
   for split in jobs:
     os.makedirs(os.path.join(out, 'videos', split), exist_ok=True)
-  # Each video draws from its own generator, so writing them in any order, in any process, gives the same world.
-  with contextlib.ExitStack() as stack:
-    if workers > 1:
-      pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
-          workers, mp_context=multiprocessing.get_context('spawn')))  # no fork of a caller's threads (JAX's)
-      write = functools.partial(pool.map, chunksize=16)
-    else:
-      write = map
+  with _video_writer(workers) as write:
     for split, _, _, key in splits:
       paths[key] = os.path.join(out, f'{split}.txt')
       lines = list(write(_write_world_video, jobs[split]))
@@ -432,13 +458,7 @@ def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout
         f.writelines(lines)
 
   _write_captions(os.path.dirname(paths['captions']), seed, size, pretrain_images)
-  classes = [{'id': label, 'name': class_name(*combo), 'shape': combo[1], 'colour': combo[0], 'verb': combo[2],
-              'split': split}
-             for split, members in (('seen', seen), ('heldout', heldout)) for label, combo in enumerate(members)]
-  world = {'seed': seed, 'size': size, 'frames': list(frames), 'verb_pairs': [list(p) for p in VERB_PAIRS],
-           'classes': classes}
-  with open(paths['world'], 'w') as f:
-    json.dump(world, f, indent=2)
+  _world_json(paths['world'], seed, size, frames, seen, heldout)
   return paths
 
 
@@ -455,13 +475,157 @@ def _write_captions(folder: str, seed: int, size: int, count: int) -> None:
       writer.writerow((name, text))
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# The multi-label world: two objects a video, each doing a verb of its own.
+
+@dataclasses.dataclass(frozen=True)
+class _PairVideo:
+  """One two-object video to write; `classes` are its split's (colour, shape, verb) classes, its labels' names."""
+  out: str
+  seed: int
+  split: str
+  i: int
+  classes: tuple[tuple[str, str, str], ...]
+  size: int
+  frames: tuple[int, int]
+  video_size: int  # the size written: `size` averaged over blocks of size // video_size pixels
+
+  @property
+  def name(self) -> str:
+    return f'{self.split}_{self.i:05d}'
+
+
+@dataclasses.dataclass(frozen=True)
+class _PairDraw:
+  """What a written two-object video shows: its labels and the frames [start, stop) each is active in."""
+  num_frames: int
+  fps: int
+  labels: tuple[int, int]
+  spans: tuple[tuple[int, int], tuple[int, int]]
+
+
+def _write_pair_video(job: _PairVideo) -> _PairDraw:
+  """Two different objects, each doing its own verb: the first all along, the second in a random half to three
+  quarters of the video, still before and after (an appearing object is hidden before, a disappearing one after).
+  The objects and the grey distractor each have a quadrant of the picture (so none hides another), drawn as a
+  single-world picture of half the size would be (a hand stops at its quadrant's edge)."""
+  rng = np.random.default_rng([job.seed, SPLITS.index(job.split), job.i])
+  by_object = {}
+  for label, (colour, shape, _) in enumerate(job.classes):
+    by_object.setdefault((colour, shape), []).append(label)
+  objects = list(by_object)
+  chosen = [by_object[objects[k]] for k in rng.choice(len(objects), 2, replace=False)]
+  labels = tuple(int(options[rng.integers(len(options))]) for options in chosen)
+  half = job.size // 2
+  scenes = [draw_scene(rng, half, job.frames) for _ in labels]  # the first gives the video its length, rate, noise
+  n, fps = scenes[0].num_frames, scenes[0].fps
+  length = int(rng.integers(-(-n // 2), 3 * n // 4 + 1))
+  start = int(rng.integers(n - length + 1))
+  spans = ((0, n), (start, start + length))
+  quadrants = [(half * (q % 2), half * (q // 2)) for q in rng.permutation(4)]  # the objects', then the distractor's
+  background = np.asarray(_background(rng, job.size)[None], np.float32)
+  x, y = quadrants[2]
+  _draw_distractor(rng, background[:, y:y + half, x:x + half])
+  frames = background + rng.normal(0, scenes[0].noise, (n, job.size, job.size, 3)).astype(np.float32)
+  for label, scene, (begin, stop), (x, y) in zip(labels, scenes, spans, quadrants):
+    colour, shape, verb = job.classes[label]
+    states = object_states(dataclasses.replace(scene, num_frames=stop - begin), verb)
+    held = np.clip(np.arange(n) - begin, 0, stop - begin - 1)  # its first state before the span, its last after
+    _draw_object(frames[:, y:y + half, x:x + half], shape, COLOURS[colour],
+                 *(states[key][held] for key in ('x', 'y', 'radius', 'angle', 'alpha')))
+  block = job.size // job.video_size
+  frames = frames.reshape(n, job.video_size, block, job.video_size, block, 3).mean(axis=(2, 4))
+  write_video(os.path.join(job.out, 'videos', f'{job.name}.mp4'), np.rint(frames).clip(0, 255).astype(np.uint8),
+              fps=fps)
+  return _PairDraw(n, fps, labels, spans)
+
+
+def _charades_actions(draw: _PairDraw) -> str:
+  """`cNNN start end;...` in seconds. Times sit half a frame inside each span, so `IntervalSampler` maps them back
+  to the span's frames exactly, whatever the rounding to milliseconds."""
+  return ';'.join(f'c{label:03d} {(begin + 0.5) / draw.fps:.3f} {(stop - 0.5) / draw.fps:.3f}'
+                  for label, (begin, stop) in sorted(zip(draw.labels, draw.spans)))
+
+
+def make_multilabel_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout=None,
+                          train_videos: int = 2000, val_videos: int = 128, heldout_videos: int = 64, size: int = 64,
+                          frames: tuple[int, int] = (16, 32), charades: bool = False,
+                          video_size: int | None = None, workers: int = 1) -> dict[str, str]:
+  """Writes the multi-label world into `out`, deterministically from `seed`; returns its files' paths.
+
+  Classes are the single world's (`make_world`: objects x verbs, `heldout` kept for zero-shot). Each video shows
+  two different objects, each doing its own verb, in its own quadrant-sized square: a `size`-pixel picture (64 by
+  default) keeps each object as large as in the 32-pixel single world; `video_size` (a divisor of `size`) writes the
+  videos smaller, each pixel the average of a block (the demo's 32: objects half the single world's size, 4x fewer
+  pixels to decode). Its labels are the two objects' classes.
+  Train and val videos show seen classes only; held-out videos show held-out classes only. Files: `labels.csv`,
+  `heldout_labels.csv`, `train.txt`, `val.txt`, `heldout.txt` (generic multi-label lines `path num_frames l1,l2`,
+  paths relative to `out`, videos in `out/videos/<split>_NNNNN.mp4`) and `world.json` (as `make_world`'s).
+
+  The first object acts all video long, the second in a sub-interval (still before and after it). With `charades`,
+  the same videos are also listed in Charades' formats: `Charades_v1_classes.txt` / `Charades_heldout_classes.txt`
+  (`cNNN name`) and `Charades_v1_train.csv` / `Charades_v1_test.csv` (val) / `Charades_heldout.csv` (columns
+  `id,script,actions,length`, ids relative to `out/videos`), whose intervals give interval sampling its meaning.
+  """
+  if size < 62:  # `draw_scene` keeps an object's whole motion in view from 31 pixels up
+    raise ValueError(f'size must be at least 62, so that each quadrant holds a single-world scene; got {size}')
+  video_size = video_size or size
+  if size % video_size:
+    raise ValueError(f'video_size={video_size} must divide size={size}: frames are written as block averages')
+  _, seen, heldout = _classes(objects, verbs, heldout)
+  for split_name, classes in (('seen', seen), ('held-out', heldout)):
+    if len({combo[:2] for combo in classes}) < 2:
+      raise ValueError(f'Two objects a video need at least two objects with {split_name} classes; got {classes}')
+  paths = {'root': out, 'label_list': os.path.join(out, 'labels.csv'),
+           'heldout_label_list': os.path.join(out, 'heldout_labels.csv'), 'world': os.path.join(out, 'world.json')}
+  os.makedirs(os.path.join(out, 'videos'), exist_ok=True)
+  _write_labels(paths['label_list'], [class_name(*c) for c in seen])
+  _write_labels(paths['heldout_label_list'], [class_name(*c) for c in heldout])
+  splits = (('train', seen, train_videos, 'Charades_v1_train.csv'), ('val', seen, val_videos, 'Charades_v1_test.csv'),
+            ('heldout', heldout, heldout_videos, 'Charades_heldout.csv'))
+  if charades:
+    paths['charades_root'] = os.path.join(out, 'videos')
+    for key, name, classes in (('charades_classes', 'Charades_v1_classes.txt', seen),
+                               ('charades_heldout_classes', 'Charades_heldout_classes.txt', heldout)):
+      paths[key] = os.path.join(out, name)
+      with open(paths[key], 'w') as f:
+        f.writelines(f'c{label:03d} {class_name(*combo)}\n' for label, combo in enumerate(classes))
+  with _video_writer(workers) as write:
+    for split, classes, count, charades_name in splits:
+      jobs = [_PairVideo(out, seed, split, i, tuple(classes), size, frames, video_size) for i in range(count)]
+      draws = list(write(_write_pair_video, jobs))
+      paths[f'{split}_list'] = os.path.join(out, f'{split}.txt')
+      with open(paths[f'{split}_list'], 'w') as f:
+        f.writelines(f'videos/{job.name}.mp4 {draw.num_frames} {",".join(map(str, sorted(draw.labels)))}\n'
+                     for job, draw in zip(jobs, draws))
+      if charades:
+        paths[f'charades_{split}'] = os.path.join(out, charades_name)
+        with open(paths[f'charades_{split}'], 'w', newline='') as f:
+          writer = csv.writer(f)
+          writer.writerow(('id', 'script', 'actions', 'length'))
+          writer.writerows((job.name, '; '.join(class_name(*classes[label]) for label in draw.labels),
+                            _charades_actions(draw), f'{draw.num_frames / draw.fps:.3f}')
+                           for job, draw in zip(jobs, draws))
+  _world_json(paths['world'], seed, size, frames, seen, heldout, objects_per_video=2)
+  return paths
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description='Writes the synthetic action world (videos, lists, captions).')
   parser.add_argument('--out', required=True, help='Output directory.')
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='Processes writing videos.')
+  parser.add_argument('--multilabel', action='store_true',
+                      help='Write the multi-label world (two objects a video) instead.')
+  parser.add_argument('--charades', action='store_true',
+                      help='With --multilabel: also list its videos in Charades\' CSV and classes formats.')
   args = parser.parse_args(argv)
-  paths = make_world(args.out, args.seed, workers=args.workers)
+  if args.charades and not args.multilabel:
+    parser.error('--charades needs --multilabel')
+  if args.multilabel:
+    paths = make_multilabel_world(args.out, args.seed, charades=args.charades, workers=args.workers)
+  else:
+    paths = make_world(args.out, args.seed, workers=args.workers)
   print(json.dumps(paths, indent=2))
 
 

@@ -25,10 +25,12 @@ VARIANTS = {
     'zero_shot': ['', 'dataset=ucf101', 'dataset=k600', 'dataset=any', 'protocol=half',
                   'dataset=ucf101,protocol=half,wti'],
     'few_shot': ['shots=2', 'shots=4', 'shots=8', 'shots=16', 'dataset=ucf101', 'dataset=k400', 'dataset=any,wti'],
-    'demo': ['pretrain', 'transf', 'meanp', 'transf_wti'],
+    'demo': ['pretrain', 'transf', 'meanp', 'transf_wti', 'multilabel'],
+    'charades': ['', 'arch=ViT-B/32', 'frames=8', 'wti', 'loss=sigmoid', 'sampling=interval',
+                 'loss=sigmoid,sampling=interval'],
 }
 MODE = {'k400': 'train', 'hmdb51': 'train', 'ucf101': 'train', 'zero_shot': 'zero_shot', 'few_shot': 'few_shot',
-        'demo': 'train'}
+        'demo': 'train', 'charades': 'train'}
 SMOKE = {'demo': 'quick'}  # the variant that shrinks a config to a CPU smoke run, where it is not `runlocal`
 CASES = [(name, arg) for name, args in VARIANTS.items()
          for arg in args + [','.join(filter(None, [args[-1], SMOKE.get(name, 'runlocal')]))]]
@@ -59,9 +61,10 @@ def write_files(tmp_path, c, num_classes=None):
   num_classes = num_classes or c.data.num_classes or 5
   labels = tmp_path / 'labels.csv'
   labels.write_text('id,name\n' + ''.join(f'{i},class {i}\n' for i in range(num_classes)))
+  (tmp_path / 'video0.mp4').touch()  # multi-label lists leave out (and report) rows whose video is missing
   for field in ('train_list', 'val_list'):
     path = tmp_path / f'{field}.txt'
-    path.write_text('video0.mp4 10 0\n')
+    path.write_text(f'{tmp_path / "video0.mp4"} 10 0\n')
     c.data[field] = str(path)
   c.data.label_list = str(labels)
   return c
@@ -319,3 +322,54 @@ def test_a_run_saved_with_remat_as_a_bool_still_builds_its_model():
   for value, mode in ((True, 'full'), (False, 'none')):
     saved['network']['remat'] = value
     assert builders.model_config(ml_collections.ConfigDict(saved)).clip.remat == mode
+
+
+def test_a_shipped_label_list_is_taken_by_name_and_the_config_keeps_the_name(tmp_path):
+  from actionclip_jax import labels
+  from actionclip_jax.runs import inputs
+  c = write_files(tmp_path, get_config('k400', 'runlocal'), num_classes=400)
+  c.data.update(label_list='k400', num_classes=400)
+  config_checks.check(c, 'train', 1, 1)  # its 400 classes against data.num_classes, the lists' label ids
+  assert c.data.label_list == 'k400'  # config.json keeps the name: the run directory does not depend on this machine
+  names = inputs.label_names(c.data)
+  assert len(names) == 400 and names[:2] == ['abseiling', 'air drumming'] and names == labels.read('k400')
+  c.data.label_list = 'hmdb51'  # a name goes through the same checks as a file
+  with pytest.raises(ValueError, match=r"data.label_list='hmdb51' has 51 classes but data.num_classes=400"):
+    config_checks.check(c, 'train', 1, 1)
+  c.data.label_list = 'k401'
+  with pytest.raises(ValueError, match=r"data.label_list='k401' does not exist, nor is it a shipped label list "
+                                       r"\(k400, ucf101, hmdb51"):
+    config_checks.check(c, 'train', 1, 1)
+
+
+def _k600(tmp_path, spelled=lambda n: n):
+  """A zero-shot k600 config on a made-up K600 label list: K400's classes and the three splits' (respelled)."""
+  from actionclip_jax import labels
+  novel = sorted(set().union(*(labels.read(s) for s in labels.LITERATURE_K600_SPLITS)))
+  c = write_files(tmp_path, get_config('zero_shot', 'dataset=k600,runlocal'))
+  names = labels.read('k400') + [spelled(n) for n in novel]
+  (tmp_path / 'labels.csv').write_text('id,name\n' + ''.join(f'{i},"{n}"\n' for i, n in enumerate(names)))
+  c.eval.k600_splits = 'literature'
+  return c
+
+
+def test_the_k600_literature_splits_are_checked_against_the_label_list_by_name(tmp_path):
+  c = _k600(tmp_path, spelled=lambda n: n.upper().replace(' ', '_'))
+  config_checks.check(c, 'zero_shot', 1, 1)
+  c.eval.known_label_list = 'k400'  # the splits' classes are novel to it
+  config_checks.check(c, 'zero_shot', 1, 1)
+  c.eval.k600_splits = 'k600_zs1,k400'  # K400's classes are not novel
+  with pytest.raises(ValueError, match=r"eval.k600_splits: 400 of the splits' classes are in eval.known_label_list"):
+    config_checks.check(c, 'zero_shot', 1, 1)
+  c.eval.update(k600_splits='literature', protocol='full')
+  with pytest.raises(ValueError, match=r"eval.k600_splits='literature' is for eval.protocol=k600, not full"):
+    config_checks.check(c, 'zero_shot', 1, 1)
+
+
+def test_a_k600_split_class_the_label_list_lacks_stops_the_run_at_start(tmp_path):
+  c = _k600(tmp_path, spelled=lambda n: 'lock-picking' if n == 'lock picking' else n)  # still the same class
+  config_checks.check(c, 'zero_shot', 1, 1)
+  c = _k600(tmp_path, spelled=lambda n: 'picking locks' if n == 'lock picking' else n)
+  with pytest.raises(ValueError, match=r"eval.k600_splits: k600_zs1: 1 of its 160 classes are not in the label list, "
+                                       r"e.g. 'lock picking'"):
+    config_checks.check(c, 'zero_shot', 1, 1)

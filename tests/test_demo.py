@@ -1,6 +1,6 @@
 """The demo: CLIP pre-training's loss and step against PyTorch's cross-entropy, its data and start-up checks, and the
 whole `make demo` job in its `--quick` form (a tiny world, four steps, the `transf` run with K = 4), end to end
-through launch.py."""
+through launch.py, and its `--multilabel` form."""
 import json
 import math
 import os
@@ -144,15 +144,22 @@ def test_pretraining_images_are_centre_crops_and_a_bad_one_is_reported_and_repla
 
 
 @pytest.fixture(scope='module')
-def quick_demo(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('demo')
-  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO,
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp('xla_cache')))
-  done = subprocess.run([sys.executable, '-m', 'actionclip_jax.demo', f'--workdir={workdir}', '--quick'], env=env,
-                        cwd=REPO, capture_output=True, text=True, timeout=900)
+def xla_cache(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('xla_cache'))  # both quick demos pre-train the same CLIP: one compile
+
+
+def run_quick_demo(workdir, xla_cache, *flags):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=xla_cache)
+  done = subprocess.run([sys.executable, '-m', 'actionclip_jax.demo', f'--workdir={workdir}', '--quick', *flags],
+                        env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-4000:]
   with open(workdir / 'results.json') as f:
     return str(workdir), json.load(f)
+
+
+@pytest.fixture(scope='module')
+def quick_demo(tmp_path_factory, xla_cache):
+  return run_quick_demo(tmp_path_factory.mktemp('demo'), xla_cache)
 
 
 def test_quick_demo_runs_every_stage(quick_demo):
@@ -227,3 +234,27 @@ def test_the_full_demo_runs_every_variant_of_the_config():
   for run in demo.RUNS:
     config = demo_config.get_config(run)
     assert (config.network.sim_header, config.network.interaction) == demo_config.RUNS[run]
+
+
+def test_quick_multilabel_demo_reports_map_against_chance(tmp_path, xla_cache):
+  workdir, results = run_quick_demo(tmp_path, xla_cache, '--multilabel')
+  run = f'multilabel_seed{demo.MULTILABEL_SEEDS[0]}'
+  assert set(results['runs']) == {run}
+  with open(os.path.join(workdir, 'data', 'val.txt')) as f:
+    val = [[int(c) for c in line.split()[-1].split(',')] for line in f]
+  r = results['runs'][run]
+  assert r['val']['videos'] == len(val) == results['world']['videos']['val']
+  labels = np.zeros((len(val), 1 + max(max(v) for v in val)), bool)
+  for i, classes in enumerate(val):
+    labels[i, classes] = True
+  scored = labels.any(axis=0)
+  assert r['val']['classes_scored'] == scored.sum()
+  assert math.isclose(r['val']['chance_mAP'], 100 * labels[:, scored].mean())  # each scored class's prevalence
+  assert 0 <= r['val']['mAP'] <= 100 and 0 <= r['zero_shot']['mAP'] <= 100
+  assert results['summary']['val']['mAP'] == [r['val']['mAP']]
+  assert {'world', 'pretrain', run, f'{run}_heldout', 'report', 'total'} <= set(results['timing_s'])
+  report = open(os.path.join(workdir, 'report.md')).read()
+  assert f'| {run} | {r["val"]["mAP"]:.1f} |' in report
+  assert os.path.isfile(os.path.join(workdir, 'plots', 'per_class_ap.png'))
+  with open(os.path.join(workdir, run, 'config.json')) as f:
+    assert json.load(f)['data']['multilabel'] is True

@@ -216,6 +216,20 @@ def test_a_model_that_does_not_load_is_one_line_and_exit_status_2(dataset, tmp_p
     assert captured.out == '' and captured.err.count('\n') == 1 and model in captured.err, captured.err
 
 
+def test_class_names_take_a_shipped_label_list_by_name(tmp_path):
+  """`--labels hmdb51` needs no file of one's own; a run saved with `data.label_list=ucf101` names its classes too."""
+  from actionclip_jax import labels
+  from actionclip_jax.predict import LoadedModel, class_names
+  plain = LoadedModel(module=None, params=None, seg_length=1, short_side=None)
+  names = class_names(plain, 'hmdb51', None)
+  assert len(names) == 51 and names[0] == 'brush hair' and names == labels.read('hmdb51')
+  run = LoadedModel(module=None, params=None, seg_length=1, short_side=None, label_list='ucf101')
+  assert class_names(run, None, None) == labels.read('ucf101')
+  gone = LoadedModel(module=None, params=None, seg_length=1, short_side=None, label_list=str(tmp_path / 'gone.csv'))
+  with pytest.raises(FileNotFoundError, match=r"not a shipped label list \(k400, .*\) \(the run's own label list"):
+    class_names(gone, None, None)
+
+
 def test_the_module_runs_as_a_program(tmp_path):
   done = subprocess.run([sys.executable, '-m', 'actionclip_jax.predict', 'a.mp4', '--model', str(tmp_path / 'none'),
                          '--classes', 'a,b'], cwd=REPO, capture_output=True, text=True, timeout=120,

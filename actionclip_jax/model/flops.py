@@ -71,7 +71,8 @@ def forward(config: video.ActionCLIPConfig, videos: int, texts: int = 0, text_le
   return videos * per_video + texts * text(c, text_length) + similarity(config, videos, texts, text_length)
 
 
-def train_step(config: video.ActionCLIPConfig, batch: int, text_length: int) -> int:
-  """A training step on `batch` clips and their `batch` sampled texts of `text_length` tokens (the length the step
-  feeds the text tower: `prompts.trim_padding` of the class table)."""
-  return 3 * forward(config, batch, batch, text_length)
+def train_step(config: video.ActionCLIPConfig, batch: int, text_length: int, texts: int | None = None) -> int:
+  """A training step on `batch` clips and their `batch` sampled texts (or `texts` texts: the sigmoid loss's one a
+  class) of `text_length` tokens (the length the step feeds the text tower: `prompts.trim_padding` of the class
+  table)."""
+  return 3 * forward(config, batch, batch if texts is None else texts, text_length)

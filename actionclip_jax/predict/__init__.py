@@ -3,7 +3,8 @@
     python -m actionclip_jax.predict a.mp4 b.mp4 --model workdirs/demo/transf --top_k 3
     python -m actionclip_jax.predict a.mp4 --model ViT-B-16.pt --classes "juggling balls,archery" --views 2x3 --json
 
-or in Python, `actionclip_jax.predict(['a.mp4'], 'vit-b-16-8f.pt', labels='labels.csv')`.
+or in Python, `actionclip_jax.predict(['a.mp4'], 'vit-b-16-8f.pt', labels='labels.csv')`. `labels` is a label CSV or a
+shipped list's name (`--labels hmdb51`; `python -m actionclip_jax.labels` lists them).
 
 The model is a run directory (its config.json and latest checkpoint; its label list unless others are given), an
 official ActionCLIP checkpoint, or a plain CLIP (OpenAI .pt / state dict, Hugging Face directory), which predicts
@@ -11,6 +12,10 @@ zero-shot with meanP over the frames. Preprocessing and scores are the evaluatio
 frames, short-side resize, centre or three crops, 100 * cosine (or WTI) per template, a softmax over classes per
 template, the mean over templates and then over views. A validation video thus gets the probabilities `--mode=eval`
 computes, except that prediction always runs in float32.
+
+A multi-label run (`data.multilabel`, e.g. configs/charades.py) also names every class above a threshold
+(`--threshold`; by default the one its last validation chose, WORKDIR/multilabel_threshold.json), and a run trained
+with `solver.loss=sigmoid` gives each class its own sigmoid probability instead of a softmax over the classes.
 
 A video that cannot be read is reported with its reason and the others are still predicted. Exit status: 0 when
 every video was predicted, 1 when some were not, 2 for a usage or model error (one message, nothing predicted).
@@ -30,9 +35,10 @@ import jax
 import ml_collections
 import numpy as np
 
+from actionclip_jax import labels as label_lists
 from actionclip_jax.model import prompts, video
 from actionclip_jax.weights import pretrained
-from actionclip_jax.runs import builders, scoring
+from actionclip_jax.runs import builders, evaluate, scoring
 from data_pipelines import annotations, augment, sampling, sources
 from data_pipelines.bad_videos import BadVideoError
 
@@ -48,6 +54,7 @@ class Prediction:
   top: list[tuple[str, float]]
   probs: np.ndarray | None  # float32 [C], in the order of the class names; None when `error` is set
   error: str | None = None
+  above: list[tuple[str, float]] | None = None  # with a threshold: every class above it, most probable first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,8 @@ class LoadedModel:
   short_side: int | None  # decoded frames' short side before the evaluation resize
   label_list: str | None = None  # a run's own class names
   templates: tuple[str, ...] | None = None  # a run's own templates
+  threshold: float | None = None  # a multi-label run's: the probability its validation chose to name a class
+  sigmoid_bias: float | None = None  # solver.loss=sigmoid runs: each class's sigmoid(scale x cos + bias)
 
 
 def load_model(path: str, frames: int | None = None) -> LoadedModel:
@@ -105,13 +114,19 @@ def _load_run(path: str, config: ml_collections.ConfigDict, frames: int | None) 
   mcfg = builders.model_config(config)
   # The latest checkpoint, checked against the model the config describes.
   params = builders.init_from(path, video.param_shapes(mcfg))
+  threshold = None
+  if data.get('multilabel', False) and os.path.isfile(os.path.join(path, evaluate.THRESHOLD_FILE)):
+    with open(os.path.join(path, evaluate.THRESHOLD_FILE)) as f:
+      threshold = float(json.load(f)['threshold'])
+  sigmoid = config.get('solver', {}).get('loss', 'kl') == 'sigmoid'
   return LoadedModel(video.ActionCLIP(mcfg), params, seg_length=data.seg_length, short_side=data.short_side or None,
                      label_list=data.label_list or None,
-                     templates=tuple(config.network.templates) if config.network.templates else None)
+                     templates=tuple(config.network.templates) if config.network.templates else None,
+                     threshold=threshold, sigmoid_bias=float(config.solver.sigmoid_bias) if sigmoid else None)
 
 
 def class_names(model: LoadedModel, labels: str | None, classes: Sequence[str] | None) -> list[str]:
-  """From a label CSV (`id,name`), a list, or else the run's own label list."""
+  """From a label CSV (`id,name`) or a shipped list's name, a list, or else the run's own label list."""
   if labels is not None and classes is not None:
     raise ValueError('Give the class names as labels= (a CSV) or classes=, not both')
   if classes is not None:
@@ -122,10 +137,12 @@ def class_names(model: LoadedModel, labels: str | None, classes: Sequence[str] |
   labels = labels or model.label_list
   if labels is None:
     raise ValueError('Which classes? Give labels= (an id,name CSV) or classes= (names)')
-  if not os.path.isfile(labels):
+  try:
+    path = label_lists.resolve(labels)
+  except FileNotFoundError as e:
     own = " (the run's own label list; give labels= or classes=)" if labels == model.label_list else ''
-    raise FileNotFoundError(f'No label CSV at {labels}{own}')
-  return annotations.read_label_csv(labels)
+    raise FileNotFoundError(f'{e}{own}') from None
+  return annotations.read_label_csv(path)
 
 
 def read_templates(templates: str | Sequence[str] | None, model: LoadedModel) -> tuple[str, ...]:
@@ -152,8 +169,10 @@ class Predictor:
 
   def __init__(self, model: str, *, labels: str | None = None, classes: Sequence[str] | None = None,
                templates: str | Sequence[str] | None = None, views: tuple[int, int] = (1, 1),
-               frames: int | None = None, batch_size: int = 8):
-    """Raises ValueError / OSError (CheckpointError, AnnotationError, FileNotFoundError) for anything the caller
+               frames: int | None = None, batch_size: int = 8, threshold: float | None = None):
+    """`threshold` (default: a multi-label run's own) names every class above it in each Prediction's `above`.
+
+    Raises ValueError / OSError (CheckpointError, AnnotationError, FileNotFoundError) for anything the caller
     gave that does not work; nothing has been predicted then."""
     if batch_size < 1:
       raise ValueError(f'batch_size must be positive, got {batch_size}')
@@ -166,6 +185,7 @@ class Predictor:
                                            num_clips=num_clips)
     self.augment = augment.EvalAugment(mcfg.clip.image_resolution, num_crops=num_crops)
     self.batch_size = batch_size
+    self.threshold = self.model.threshold if threshold is None else threshold
     table = prompts.class_token_ids(self.names, self.templates, mcfg.clip.context_length)
     self.texts = scoring.encode_texts(self.model.module, self.model.params, table.reshape(-1, table.shape[-1]))
 
@@ -186,8 +206,10 @@ class Predictor:
         pending.append((index, clip))
       if pending and (len(pending) == batch_size or index == len(videos) - 1):
         for (i, _), probs in zip(pending, self._batch_probabilities([c for _, c in pending], batch_size)):
-          order = np.argsort(-probs, kind='stable')[:top_k]
-          results[i] = Prediction(videos[i], [(self.names[c], float(probs[c])) for c in order], probs)
+          order = np.argsort(-probs, kind='stable')
+          named = [(self.names[c], float(probs[c])) for c in order]
+          above = None if self.threshold is None else [(n, p) for n, p in named if p > self.threshold]
+          results[i] = Prediction(videos[i], named[:top_k], probs, above=above)
         pending = []
     return [results[i] for i in range(len(videos))]
 
@@ -212,20 +234,24 @@ class Predictor:
     module, params = self.model.module, self.model.params
     pooled, tokens = _video_repr_fn(module)(params, frames)
     scores = scoring.scores(module, params, pooled, tokens, self.texts)
-    per_view = prompts.template_ensemble_probs(scores.reshape(-1, len(self.templates), len(self.names)))
-    return np.asarray(per_view.reshape(frames.shape[0], -1, len(self.names)).mean(axis=1), np.float32)
+    scores = scores.reshape(frames.shape[0], frames.shape[1], len(self.templates), len(self.names))
+    classes = np.arange(len(self.names))
+    if self.model.sigmoid_bias is None:
+      return np.asarray(scoring.subset_probs(scores, classes), np.float32)
+    return np.asarray(scoring.sigmoid_probs(scores, classes, params['clip']['logit_scale'], self.model.sigmoid_bias),
+                      np.float32)
 
 
 def predict(videos: Sequence[str], model: str, *, labels: str | None = None, classes: Sequence[str] | None = None,
             templates: str | Sequence[str] | None = None, top_k: int = 5, views: tuple[int, int] = (1, 1),
-            frames: int | None = None, batch_size: int = 8) -> list[Prediction]:
+            frames: int | None = None, batch_size: int = 8, threshold: float | None = None) -> list[Prediction]:
   """Top-k classes of each video (see the module docstring); `views` is (temporal clips, spatial crops: 1 or 3).
 
-  Class names come from `labels` (an `id,name` CSV), `classes`, or a run directory's own label list; `templates`
-  is a file of one template per line or a sequence of them, each with one `{}`.
+  Class names come from `labels` (an `id,name` CSV or a shipped list's name), `classes`, or a run directory's own
+  label list; `templates` is a file of one template per line or a sequence of them, each with one `{}`.
   """
   predictor = Predictor(model, labels=labels, classes=classes, templates=templates, views=views, frames=frames,
-                        batch_size=batch_size)
+                        batch_size=batch_size, threshold=threshold)
   return predictor(videos, top_k=top_k)
 
 
@@ -241,12 +267,16 @@ def format_table(predictions: list[Prediction]) -> str:
     if p.error is not None:
       lines.append(f'  error: {p.error}')
     lines += [f'  {rank:>2}  {100 * prob:6.2f}%  {name}' for rank, (name, prob) in enumerate(p.top, start=1)]
+    if p.above is not None:
+      lines.append('  above the threshold: ' + (', '.join(f'{name} ({100 * prob:.1f}%)' for name, prob in p.above)
+                                                or 'none'))
     blocks.append('\n'.join(lines))
   return '\n\n'.join(blocks)
 
 
 def to_json(predictions: list[Prediction]) -> str:
   return json.dumps([{'path': p.path, 'top': [{'class': name, 'prob': prob} for name, prob in p.top],
+                      **({} if p.above is None else {'above': [{'class': n, 'prob': q} for n, q in p.above]}),
                       'error': p.error} for p in predictions], indent=2)
 
 
@@ -257,26 +287,37 @@ def _views(text: str) -> tuple[int, int]:
   return int(match[1]), int(match[2])
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
+  """An argparse type: a positive integer."""
   if not text.isdigit() or int(text) < 1:
     raise argparse.ArgumentTypeError(f'{text!r} is not a positive integer')
   return int(text)
+
+
+def add_class_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+  """--labels | --classes, and --templates: the class texts, as `Predictor` takes them."""
+  names = parser.add_mutually_exclusive_group()
+  names.add_argument('--labels', help=f'{what}: a CSV of id,name with a header, or a shipped list\'s name (k400, '
+                     'ucf101, hmdb51, ssv2, ...: python -m actionclip_jax.labels); default: a run\'s own list')
+  names.add_argument('--classes', help=f'{what}, comma separated: "a,b,c"')
+  parser.add_argument('--templates', help='a file of text templates, one a line, each with one {} for the class '
+                      '(default: the run\'s own, else the 16 ActionCLIP templates)')
 
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='python -m actionclip_jax.predict', description=__doc__.split('\n\n')[0])
   parser.add_argument('videos', nargs='+', metavar='VIDEO', help='video files (mp4, avi, webm, mkv, mov, ...)')
   parser.add_argument('--model', required=True, help=MODEL_KINDS)
-  names = parser.add_mutually_exclusive_group()
-  names.add_argument('--labels', help='class names: a CSV of id,name with a header')
-  names.add_argument('--classes', help='class names, comma separated: "a,b,c"')
-  parser.add_argument('--templates', help='a file of text templates, one a line, each with one {} for the class '
-                      '(default: the run\'s own, else the 16 ActionCLIP templates)')
-  parser.add_argument('--top_k', type=_positive, default=5, help='classes shown per video')
+  add_class_arguments(parser, 'class names')
+  parser.add_argument('--top_k', type=positive_int, default=5, help='classes shown per video')
   parser.add_argument('--views', type=_views, default=(1, 1), help='CxK: C temporal clips x K (1 or 3) crops')
-  parser.add_argument('--frames', type=_positive, help='frames per clip (default: the model\'s; 8 for a plain CLIP)')
-  parser.add_argument('--batch_size', type=_positive, default=8, help='videos per batch')
-  parser.add_argument('--json', action='store_true', help='one JSON document: [{path, top: [{class, prob}], error}]')
+  parser.add_argument('--frames', type=positive_int,
+                      help='frames per clip (default: the model\'s; 8 for a plain CLIP)')
+  parser.add_argument('--batch_size', type=positive_int, default=8, help='videos per batch')
+  parser.add_argument('--threshold', type=float, help='also name every class whose probability is above this '
+                      '(default: a multi-label run\'s own, chosen on its validation; else none)')
+  parser.add_argument('--json', action='store_true',
+                      help='one JSON document: [{path, top: [{class, prob}], above (with a threshold), error}]')
   return parser
 
 
@@ -285,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   classes = args.classes.split(',') if args.classes is not None else None
   try:
     predictor = Predictor(args.model, labels=args.labels, classes=classes, templates=args.templates,
-                          views=args.views, frames=args.frames, batch_size=args.batch_size)
+                          views=args.views, frames=args.frames, batch_size=args.batch_size, threshold=args.threshold)
   except (ValueError, OSError, ImportError) as e:  # what the user gave does not work: say so, nothing ran yet
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -174,12 +174,15 @@ def train_state(init_params: Callable[..., Any], config, mesh, warmup_steps: int
   return TrainState(tx, init, abstract, shardings, param_shapes)
 
 
-def batch_shapes(batch_size: int, num_frames: int, size: int, mesh) -> dict:
-  """The global batch the input pipeline yields: uint8 frames [B, T, S, S, 3], labels and video ids [B]."""
+def batch_shapes(batch_size: int, num_frames: int, size: int, mesh, multilabel_classes: int = 0) -> dict:
+  """The global batch the input pipeline yields: uint8 frames [B, T, S, S, 3], labels and video ids [B], and with
+  `multilabel_classes` = C > 0 the multi-hot labels bool [B, C]."""
   split = sharding.batch_sharding(mesh)
+  multi_hot = {'labels': jax.ShapeDtypeStruct((batch_size, multilabel_classes), jnp.bool_, sharding=split)}
   return {'frames': jax.ShapeDtypeStruct((batch_size, num_frames, size, size, 3), jnp.uint8, sharding=split),
           'label': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split),
-          'video_id': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split)}
+          'video_id': jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=split),
+          **(multi_hot if multilabel_classes else {})}
 
 
 def rng_shape(mesh) -> jax.ShapeDtypeStruct:

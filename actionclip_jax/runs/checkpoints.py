@@ -56,6 +56,8 @@ class Checkpoints:
           config=ocp.args.JsonSave(config)), force=True)
 
   def save_best(self, step: int, state, config: dict, top1: float) -> None:
+    """Keeps `state` in best/ when `top1` (the evaluation's headline number: top-1, or mAP for multi-label runs,
+    stored under the metric name 'top1') is the highest so far."""
     if step in self.best.all_steps():
       return  # written by an attempt killed before this step's checkpoint; the resumed run computed the same state
     with self._write_errors(step):
@@ -158,9 +160,9 @@ def _first_line(error: Exception) -> str:
   return f'{type(error).__name__}: {text.splitlines()[0].rstrip(".") if text else ""}'
 
 
-def read_params(workdir: str, step: int | None = None) -> Any | None:
-  """A run's params at `step` (default: its latest checkpoint, else its best) as numpy arrays, whatever model
-  and mesh saved them; None if `workdir` has no checkpoint."""
+def params_path(workdir: str, step: int | None = None) -> str | None:
+  """The state directory `read_params` reads: `step`'s (default: the latest checkpoint's, else the best's); None
+  if `workdir` has no checkpoint."""
   for sub in ('checkpoints', 'best'):
     directory = os.path.abspath(os.path.join(workdir, sub))
     if not os.path.isdir(directory):
@@ -170,9 +172,17 @@ def read_params(workdir: str, step: int | None = None) -> Any | None:
         step = manager.latest_step()
     if step is None:
       continue
-    path = os.path.join(directory, str(step), 'state')
-    with ocp.PyTreeCheckpointer() as checkpointer:
-      tree = checkpointer.metadata(path).item_metadata.tree
-      restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-      return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))['params']
+    return os.path.join(directory, str(step), 'state')
   return None
+
+
+def read_params(workdir: str, step: int | None = None) -> Any | None:
+  """A run's params at `step` (default: its latest checkpoint, else its best) as numpy arrays, whatever model
+  and mesh saved them; None if `workdir` has no checkpoint."""
+  path = params_path(workdir, step)
+  if path is None:
+    return None
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    tree = checkpointer.metadata(path).item_metadata.tree
+    restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))['params']

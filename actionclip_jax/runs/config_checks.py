@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from actionclip_jax import labels as label_lists
 from actionclip_jax.model import clip, heads, video
 from actionclip_jax.weights import pretrained
 from actionclip_jax.runs import optim, sharding
@@ -22,7 +23,10 @@ MODES = ('train', 'pretrain', 'eval', 'zero_shot', 'few_shot', 'compile')
 SOURCES = ('video', 'frames', 'packed')
 DTYPES = ('float32', 'bfloat16', 'float16')
 PROTOCOLS = ('full', 'half', 'splits', 'k600')
+LOSSES = ('kl', 'sigmoid')  # solver.loss (train.texts_and_objective)
 CONV_RESHAPES = ('auto', 'official', 'transpose')
+
+
 def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   """Raises one ValueError listing every problem of `config` for `mode` on this many devices and processes."""
   problems = []
@@ -98,6 +102,14 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
     add(f'network.cdcr_weight={cdcr} must be >= 0, and 0 unless network.interaction=wti (None: 0.001 with wti)')
   if c.solver.get('weight_storage', 'float32') not in optim.WEIGHT_STORAGES:
     add(f'solver.weight_storage={c.solver.weight_storage!r} is not one of {", ".join(optim.WEIGHT_STORAGES)}')
+  sampling = c.data.get('multilabel_sampling', 'video')
+  if sampling not in ('video', 'interval'):
+    add(f'data.multilabel_sampling={sampling!r} is not one of video, interval')
+  elif sampling == 'interval' and not c.data.get('multilabel', False):
+    add('data.multilabel_sampling=interval samples inside annotated intervals of multi-label videos: it needs '
+        'data.multilabel=True')
+  if c.data.get('multilabel', False) and mode in ('few_shot', 'zero_shot'):
+    add(f'mode={mode} classifies single-label videos; data.multilabel=True runs train and eval (mAP)')
   if c.data.get('augment_order', 'clip') not in ('clip', 'official'):
     add(f'data.augment_order={c.data.augment_order!r} is not one of clip, official')
   for name in ('color_jitter', 'grayscale'):
@@ -131,7 +143,7 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   names = None
   compile_classes = c.get('compile', {}).get('num_classes', 0)
   label_list_needed = mode != 'pretrain' and not (mode == 'compile' and compile_classes > 0)
-  if _check_file('data.label_list', c.data.label_list, required=label_list_needed, mode=mode, add=add):
+  if _check_file('data.label_list', c.data.label_list, required=label_list_needed, mode=mode, add=add, shipped=True):
     names = _check_labels(c, add)
   needed = {'data.train_list'} if mode in ('train', 'pretrain', 'few_shot') else set()
   val_lists = tuple(c.data.get('val_lists') or ())
@@ -143,7 +155,7 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
       _check_packed(name, path, required=name in needed, mode=mode, add=add)
     elif (_check_file(name, path, required=name in needed, mode=mode, add=add) and names is not None
           and not (mode == 'pretrain' and name == 'data.train_list')):  # image captions there: _check_pretrain
-      _check_video_list(name, path, names, c.data.root, add)
+      _check_video_list(name, path, names, c.data.root, add, c.data.get('multilabel', False))
   if mode == 'pretrain':
     _check_pretrain(c, add)
   init_from = c.init_from
@@ -175,6 +187,15 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
       add(f'solver.ratio={s.ratio} and solver.f_ratio={s.f_ratio} must be >= 0')
     if len(s.betas) != 2 or not all(0 <= b < 1 for b in s.betas) or not s.eps > 0:
       add(f'solver.betas={tuple(s.betas)} must be two values in [0, 1) and solver.eps={s.eps} positive')
+    loss = s.get('loss', 'kl')
+    if loss not in LOSSES:
+      add(f'solver.loss={loss!r} is not one of {", ".join(LOSSES)}')
+    elif loss == 'sigmoid' and s.grad_accum_steps > 1:
+      add(f'solver.loss=sigmoid scores every class prompt in each step; solver.grad_accum_steps={s.grad_accum_steps} '
+          'chunks the batch\'s own texts (the KL loss\'s): use 1')
+    elif loss == 'sigmoid' and c.network.get('cdcr_weight'):
+      add(f'network.cdcr_weight={c.network.cdcr_weight} pairs video i with its text i, which the sigmoid loss does '
+          'not sample: leave it unset (0) with solver.loss=sigmoid')
     if c.log_every_steps < 1 or c.checkpoint_every_steps < 1 or c.keep_checkpoints < 1:
       add(f'log_every_steps={c.log_every_steps}, checkpoint_every_steps={c.checkpoint_every_steps} and '
           f'keep_checkpoints={c.keep_checkpoints} must be >= 1')
@@ -206,9 +227,13 @@ def check(config, mode: str, num_devices: int, process_count: int = 1) -> None:
   elif mode == 'zero_shot' and e.protocol == 'splits' and not val_lists:
     add('eval.protocol=splits needs data.val_lists (e.g. the 3 official test-split lists)')
   elif mode == 'zero_shot' and e.protocol == 'k600':
-    if e.subsets < 1 or e.subset_classes < 2:
+    known = _check_file('eval.known_label_list', e.known_label_list, required=False, mode=mode, add=add, shipped=True)
+    if e.k600_splits:
+      _check_k600_splits(e, names, known, add)
+    elif e.subsets < 1 or e.subset_classes < 2:
       add(f'eval.subsets={e.subsets} must be >= 1 and eval.subset_classes={e.subset_classes} >= 2')
-    _check_file('eval.known_label_list', e.known_label_list, required=False, mode=mode, add=add)
+  if mode == 'zero_shot' and e.k600_splits and e.protocol != 'k600':
+    add(f'eval.k600_splits={e.k600_splits!r} is for eval.protocol=k600, not {e.protocol}')
   if mode == 'few_shot' and (e.shots < 1 or e.fewshot_steps < 1 or not e.fewshot_seeds or not e.fewshot_lrs
                              or not e.fewshot_wds or e.fewshot_batch_size < 1 or e.fewshot_eval_every < 1):
     add(f'eval.shots={e.shots}, eval.fewshot_steps={e.fewshot_steps}, eval.fewshot_batch_size='
@@ -245,14 +270,18 @@ def _check_pretrain(c, add):
     add(f'solver.grad_accum_steps={c.solver.grad_accum_steps}: mode=pretrain computes the whole batch at once (1)')
 
 
-def _check_file(name, path, *, required, mode, add) -> bool:
-  """True when `path` is a file to read; adds a problem when it is required and missing, or given and absent."""
+def _check_file(name, path, *, required, mode, add, shipped=False) -> bool:
+  """True when `path` is a file to read (or, with `shipped`, a shipped label list's name); adds a problem when it
+  is required and missing, or given and absent."""
   if not path:
     if required:
       add(f'{name} is required for mode={mode} (--config.{name}=PATH)')
     return False
+  if shipped and path in label_lists.SHIPPED:
+    return True
   if not os.path.isfile(path):
-    add(f'{name}={path!r} does not exist')
+    add(f'{name}={path!r} does not exist' +
+        (f', nor is it a shipped label list ({", ".join(label_lists.SHIPPED)})' if shipped else ''))
     return False
   return True
 
@@ -268,7 +297,7 @@ def _check_packed(name, path, *, required, mode, add):
 def _check_labels(c, add) -> list[str] | None:
   """The class names, or None when the label CSV cannot be read (a problem is added)."""
   try:
-    names = annotations.read_label_csv(c.data.label_list)
+    names = label_lists.read(c.data.label_list)
   except (annotations.AnnotationError, OSError) as err:
     add(f'data.label_list: {err}')
     return None
@@ -280,13 +309,44 @@ def _check_labels(c, add) -> list[str] | None:
   return names
 
 
-def _check_video_list(name, path, names, root, add):
-  """Every line of a video list, against the label CSV: a bad line stops the run now, with its file:line."""
+def _check_k600_splits(e, names, known_ok, add):
+  """eval.k600_splits: every class of each split is a class of data.label_list (names; None when that list is
+  unreadable, a problem already), and none is named in eval.known_label_list (the splits are of novel classes)."""
+  if names is None:
+    return
   try:
-    records = annotations.read_video_list(path, names, root=root or None)
+    subsets = label_lists.split_subsets(names, e.k600_splits)
+  except (ValueError, OSError) as err:  # an AnnotationError is a ValueError
+    add(f'eval.k600_splits: {err}')
+    return
+  if not subsets:
+    add(f'eval.k600_splits={e.k600_splits!r} names no label list (literature, or a comma list of names or CSVs)')
+  if not known_ok:
+    return
+  try:
+    known = {label_lists.canonical(n) for n in label_lists.read(e.known_label_list)}
+  except (annotations.AnnotationError, OSError) as err:
+    add(f'eval.known_label_list: {err}')
+    return
+  seen = sorted({names[i] for s in subsets for i in s if label_lists.canonical(names[i]) in known})
+  if seen:
+    add(f'eval.k600_splits: {len(seen)} of the splits\' classes are in eval.known_label_list, so not novel, e.g. '
+        f'{", ".join(repr(n) for n in seen[:5])}')
+
+
+def _check_video_list(name, path, names, root, add, multilabel=False):
+  """Every line of a video list, against the label CSV: a bad line stops the run now, with its file:line. (A
+  multi-label set's bad rows are left out and reported when the run reads it; only a list left empty stops it.)"""
+  try:
+    records = annotations.read_video_list(path, names, root=root or None, multilabel=multilabel)
   except (annotations.AnnotationError, OSError) as err:
     add(f'{name}: {err}')
     return
+  if multilabel:
+    records, problems = records
+    if problems and not records:
+      add(f'{name}={path!r}: every row is bad, e.g. {problems[0]}')
+      return
   if not records:
     add(f'{name}={path!r} lists no videos')
 

@@ -20,9 +20,10 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from actionclip_jax import labels as label_lists
 from actionclip_jax.model import prompts, video
 from actionclip_jax.runs import builders, fewshot, inputs, metrics, scoring, sharding
-from data_pipelines import annotations, bad_videos
+from data_pipelines import bad_videos
 from data_pipelines.pipeline import global_batch
 
 
@@ -38,13 +39,75 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
           'mean_class': 100 * float(np.mean(per_class)), 'videos': int(len(labels))}
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# Multi-label videos (data.multilabel): mean average precision over the classes, the Charades standard.
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+  """Non-interpolated AP of one class: the mean over its positives of the precision at their rank, with tied
+  scores taken as one threshold (scikit-learn's `average_precision_score`; the Charades evaluation script's where no
+  scores tie). Needs at least one positive."""
+  order = np.argsort(-scores, kind='stable')
+  scores, positives = scores[order], positives[order].astype(np.float64)
+  # The last index of each run of tied scores: one threshold each.
+  last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+  true_pos = np.cumsum(positives)[last]
+  precision = true_pos / (last + 1)
+  recall_gain = np.diff(np.r_[0.0, true_pos]) / true_pos[-1]
+  return float((precision * recall_gain).sum())
+
+
+def best_threshold(probs: np.ndarray, labels: np.ndarray) -> dict:
+  """The probability above which a class is predicted that maximizes micro-F1 over every (video, class) pair, and
+  that F1: what `predict` uses to name every class of a multi-label video."""
+  flat, truth = probs.ravel(), labels.ravel().astype(bool)
+  order = np.argsort(-flat, kind='stable')
+  flat, truth = flat[order], truth[order]
+  last = np.r_[np.flatnonzero(np.diff(flat)), len(flat) - 1]  # predicting the first i + 1 pairs: ties together
+  true_pos = np.cumsum(truth)[last]
+  f1 = 2 * true_pos / (last + 1 + truth.sum())
+  best = int(np.argmax(f1))
+  # Halfway to the next lower score, so the chosen pairs stay above it with some slack.
+  lower = flat[last[best] + 1] if last[best] + 1 < len(flat) else 0.0
+  return {'threshold': float((flat[last[best]] + lower) / 2), 'micro_f1': 100 * float(f1[best])}
+
+
+def multilabel_metrics(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+  """mAP (in percent) over the classes with at least one positive among the videos; the others are excluded and
+  named. Also each class's AP, the chance mAP (each scored class's prevalence: random scores' expected AP), and
+  the micro-F1-best threshold. probs, labels: [N videos, C]."""
+  if not len(labels):
+    raise ValueError('mAP of zero videos is undefined')
+  labels = labels.astype(bool)
+  scored = np.flatnonzero(labels.any(axis=0))
+  if not len(scored):
+    raise ValueError(f'none of the {len(names)} classes has a positive among the {len(labels)} videos: no AP')
+  per_class = {names[c]: 100 * average_precision(probs[:, c], labels[:, c]) for c in scored}
+  return {'mAP': float(np.mean(list(per_class.values()))), 'classes_scored': int(len(scored)),
+          'classes_without_positives': [names[c] for c in np.flatnonzero(~labels.any(axis=0))],
+          'chance_mAP': 100 * float(labels[:, scored].mean()), 'per_class_ap': per_class,
+          **best_threshold(probs, labels), 'videos': int(len(labels))}
+
+
+THRESHOLD_FILE = 'multilabel_threshold.json'  # in WORKDIR: the last multi-label evaluation's best_threshold
+
+
+def headline(results: dict) -> float:
+  """The number a run's best checkpoint is chosen by: mAP for multi-label evaluations, else top-1."""
+  return results['mAP'] if 'mAP' in results else results['top1']
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
 def eval_source(config, list_path: str, names: list[str]):
   return inputs.source(config.data, list_path, names, prescale=config.eval.prescale)
 
 
 def video_representations(config, workdir: str, module, params, mesh, list_path: str, names: list[str], src=None,
                           stats: dict | None = None):
-  """For each eval batch: (pooled [B*V, D], tokens [B*V, T', D], labels [B], mask [B], video_ids [B]), replicated on
+  """For each eval batch: (pooled [B*V, D], tokens [B*V, T', D], labels [B] (multi-label: multi-hot [B, C]), mask
+  [B], video_ids [B]), replicated on
   every process, so each sees every video's scores; `mask` drops padding and bad videos. `src` (default: the
   list's source) is what is read; `stats` gets the video counts. Raises ValueError after the last batch if no
   video could be read."""
@@ -55,7 +118,8 @@ def video_representations(config, workdir: str, module, params, mesh, list_path:
   for batch in data:
     batch = global_batch(batch, mesh, sharding.BATCH_AXES)
     pooled, tokens = repr_fn(params, batch['frames'])
-    labels, mask, ids = (np.asarray(x) for x in gather((batch['label'], batch['mask'], batch['video_id'])))
+    labels = batch['labels'] if 'labels' in batch else batch['label']
+    labels, mask, ids = (np.asarray(x) for x in gather((labels, batch['mask'], batch['video_id'])))
     videos += int(mask.sum())
     yield pooled, tokens, labels, mask, ids
   if stats is not None:
@@ -76,16 +140,21 @@ def _repr_fns(module, mesh):
 def collect_probs(config, workdir: str, module, params, mesh, list_path: str, names: list[str], texts,
                   subsets=None, src=None, stats=None):
   """Class probabilities of every video among each class subset (default: all classes): a list of [N, |subset|]
-  (softmax over the subset per view and template, then the template mean, then the view mean), labels [N] and
-  video ids [N]."""
+  (softmax over the subset per view and template, then the template mean, then the view mean; with
+  solver.loss=sigmoid, each class's sigmoid, `scoring.sigmoid_probs`), labels [N] (multi-label: [N, C]) and video
+  ids [N]."""
   k = len(config.network.templates) if config.network.templates else len(prompts.TEMPLATES)
   subsets = [np.arange(len(names))] if subsets is None else subsets
+  probs_of = scoring.subset_probs
+  if config.solver.get('loss', 'kl') == 'sigmoid':
+    probs_of = functools.partial(scoring.sigmoid_probs, logit_scale=params['clip']['logit_scale'],
+                                 bias=config.solver.sigmoid_bias)
   probs, all_labels, all_ids = [[] for _ in subsets], [], []
   for pooled, tokens, labels, mask, ids in video_representations(config, workdir, module, params, mesh, list_path,
                                                                   names, src=src, stats=stats):
     scores = scoring.scores(module, params, pooled, tokens, texts).reshape(len(labels), -1, k, len(names))
     for out, subset in zip(probs, subsets):
-      out.append(scoring.subset_probs(scores, subset)[mask])
+      out.append(probs_of(scores, subset)[mask])
     all_labels.append(labels[mask])
     all_ids.append(ids[mask])
   return [np.concatenate(p) for p in probs], np.concatenate(all_labels), np.concatenate(all_ids)
@@ -135,16 +204,12 @@ def random_subsets(classes: np.ndarray, size: int, count: int, seed: int) -> lis
 
 
 def novel_classes(names: list[str], known_label_list: str) -> np.ndarray:
-  """Ids of the classes of `names` not in the label CSV `known_label_list` (compared case- and space-blind, and
-  ignoring quotes, parentheses and underscores, so K400's and K600's spellings of a class match)."""
+  """Ids of the classes of `names` not in the label CSV (or shipped list) `known_label_list`, compared by
+  `labels.canonical`, so K400's and K600's spellings of a class match."""
   if not known_label_list:
     return np.arange(len(names))
-  known = {_canonical(n) for n in annotations.read_label_csv(known_label_list)}
-  return np.asarray([i for i, n in enumerate(names) if _canonical(n) not in known], np.int64)
-
-
-def _canonical(name: str) -> str:
-  return ' '.join(''.join(ch if ch.isalnum() else ' ' for ch in name.lower()).split())
+  known = {label_lists.canonical(n) for n in label_lists.read(known_label_list)}
+  return np.asarray([i for i, n in enumerate(names) if label_lists.canonical(n) not in known], np.int64)
 
 
 def mean_std(per_split: list[dict], keys=('top1', 'top5', 'mean_class')) -> dict:
@@ -172,7 +237,9 @@ def zero_shot(config, workdir, module, params, mesh, names, texts, measured: dic
     return _closed_set(config, workdir, module, params, mesh, names, texts, measured, config.data.val_list)
   if e.protocol == 'half':
     subsets = half_class_subsets(len(names), e.half_splits, config.seed)
-  else:  # k600
+  elif e.k600_splits:  # k600 on named class lists: the literature's three splits, or any
+    subsets = [np.asarray(s, np.int64) for s in label_lists.split_subsets(names, e.k600_splits)]
+  else:  # k600 on random subsets of the novel classes
     novel = novel_classes(names, e.known_label_list)
     subsets = random_subsets(novel, e.subset_classes, e.subsets, config.seed)
   # Every listed video once: a video in several lists (the splits' train and test lists together are the whole
@@ -362,6 +429,12 @@ def _closed_set(config, workdir, module, params, mesh, names, texts, measured, l
   (probs,), labels, ids = collect_probs(config, workdir, module, params, mesh, list_path, names, texts,
                                         stats=stats)
   measured['lists'].append(stats)
+  if labels.ndim == 2:  # multi-label
+    results = multilabel_metrics(probs, labels, names)
+    if jax.process_index() == 0:
+      metrics.write_json(os.path.join(workdir, THRESHOLD_FILE), {
+          'threshold': results['threshold'], 'micro_f1': results['micro_f1'], 'list': list_path})
+    return results
   if predictions and jax.process_index() == 0:
     with open(predictions, 'w') as f:
       f.write('video_id,label,prediction\n')

@@ -213,16 +213,18 @@ def write_list(records, names: list[str], path: str, root: str = '', csv_format:
 
 
 def main(argv=None) -> None:
+  from actionclip_jax import labels as label_lists
   from data_pipelines import annotations
   parser = argparse.ArgumentParser(description='Write a K-shot list: K random videos of each class of a list.')
   parser.add_argument('--list', required=True, help='a TSN list file or a path,label_name CSV')
-  parser.add_argument('--labels', required=True, help='the id,name label CSV')
+  parser.add_argument('--labels', required=True, help='the id,name label CSV, or a shipped list\'s name (k400, '
+                      'ucf101, hmdb51, ...: python -m actionclip_jax.labels)')
   parser.add_argument('--shots', type=int, required=True)
   parser.add_argument('--seed', type=int, default=1)
   parser.add_argument('--root', default='', help='the prefix of the list paths (data.root)')
   parser.add_argument('--out', required=True)
   args = parser.parse_args(argv)
-  names = annotations.read_label_csv(args.labels)
+  names = label_lists.read(args.labels)
   records = annotations.read_video_list(args.list, names, root=args.root or None)
   chosen = [records[i] for i in k_shot_indices([r.label for r in records], args.shots, args.seed)]
   write_list(chosen, names, args.out, args.root, csv_format=args.list.endswith('.csv'))

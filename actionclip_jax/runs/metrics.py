@@ -64,6 +64,11 @@ def _atomic_write(path: str, text: str):
   os.replace(tmp, path)
 
 
+def write_json(path: str, value) -> None:
+  """`value` as indented JSON, written whole or not at all (numpy numbers as Python's)."""
+  _atomic_write(path, json.dumps(_to_python(value), indent=2, allow_nan=False) + '\n')
+
+
 class MetricWriter:
   """JSONL + TensorBoard metrics of one work dir; every method is a no-op unless `enabled` (process 0 by default)."""
 

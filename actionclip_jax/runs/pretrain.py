@@ -101,7 +101,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- Data: images as one-frame clips, captions tokenized once ---
   data = config.data
   records, captions = read_captions(data.train_list, data.root or None)
-  source = sources.CaptionedImages(records, data.short_side or None)
+  source = sources.CaptionedImages(records, data.short_side or None, cache=data.get('cache_decoded', False))
   train_data = pipeline.train_dataset(
       source, sampling.SegmentSampler(1), augment.CentreCrop(data.input_size),
       batch_size=inputs.per_process(data.batch_size), seed=config.seed, workers=data.workers,

@@ -60,3 +60,10 @@ def scores(module, params, pooled, tokens, texts):
     return interaction.wti_scores_chunked(interaction.WTI(module.config.clip.embed_dim), params['interaction'],
                                           tokens, text_tokens, text_mask)
   return _normalize(pooled) @ _normalize(text_pooled).T
+
+
+def sigmoid_probs(scores, subset, logit_scale, bias: float) -> np.ndarray:
+  """solver.loss=sigmoid: cosine scores [B, V views, K templates, C] -> each class's own probability [B, |subset|],
+  sigmoid(exp(logit_scale) x score + bias) as the loss trained it, then the mean over templates and views."""
+  logits = jnp.exp(logit_scale) * jnp.asarray(scores, jnp.float32)[..., np.asarray(subset)] + bias
+  return np.asarray(jax.nn.sigmoid(logits).mean(axis=(1, 2)))

@@ -46,20 +46,30 @@ def _channel_decorrelation(module, video_repr, text_repr, text_mask):
 
 
 def cdcr_weight(config) -> float:
-  """network.cdcr_weight resolved: unset (None) = DRL's 0.001 with interaction='wti', else 0."""
+  """network.cdcr_weight resolved: unset (None) = DRL's 0.001 with interaction='wti' and the KL loss, else 0 (the
+  regularizer pairs video i with its own text i, which the sigmoid loss's class prompts are not)."""
   weight = config.network.get('cdcr_weight')
   if weight is None:
-    return 0.001 if config.network.interaction == 'wti' else 0.0
+    kl = config.solver.get('loss', 'kl') == 'kl'
+    return 0.001 if config.network.interaction == 'wti' and kl else 0.0
   return float(weight)
 
 
-def loss_parts_and_grads(module: video.ActionCLIP, params, frames, ids, labels, rng, accum_steps: int = 1,
+def kl_objective(labels):
+  """ActionCLIP's KL loss of [B, B] logits for int labels [B] (every same-label pair a positive)."""
+  return functools.partial(losses.actionclip_loss_from_logits, labels=labels)
+
+
+def loss_parts_and_grads(module: video.ActionCLIP, params, frames, ids, objective, rng, accum_steps: int = 1,
                          cdcr_weight: float = 0.0):
   """The training loss on the whole batch, its parts and its gradient: (loss, {'kl': ..., 'cdcr': ...}, grads).
 
-  The loss is ActionCLIP's KL loss plus, with WTI and cdcr_weight > 0, cdcr_weight x DRL's channel decorrelation
-  regularizer (`interaction.channel_decorrelation_loss`) on the batch's (video i, its sampled text i) pairs; parts
-  has the unweighted regularizer under 'cdcr' (0 when off).
+  `objective` maps the logits of every video against every text of `ids`, [B, N] (exp(logit_scale) x the
+  similarity), to the loss: ActionCLIP's KL loss of the B videos and their B sampled texts (`kl_objective`,
+  `multilabel_kl_objective`), or `sigmoid_objective` of the videos against the N classes' prompts. With WTI and
+  cdcr_weight > 0 the loss adds cdcr_weight x DRL's channel decorrelation regularizer
+  (`interaction.channel_decorrelation_loss`) on the batch's (video i, its sampled text i) pairs; parts has the
+  objective's value under 'kl' and the unweighted regularizer under 'cdcr' (0 when off).
 
   With accum_steps > 1 the batch is encoded in that many chunks, twice (GradCache): once without gradients to
   get every embedding, then the loss gradient w.r.t. the embeddings is pulled back through each chunk's encoder.
@@ -74,7 +84,7 @@ def loss_parts_and_grads(module: video.ActionCLIP, params, frames, ids, labels, 
   def loss_from(p, video_repr, text_repr):
     scores = module.apply({'params': p}, video_repr, text_repr, text_mask, method=_similarity)
     logits = jnp.exp(p['clip']['logit_scale']) * scores.astype(jnp.float32)
-    kl = losses.actionclip_loss_from_logits(logits, labels)
+    kl = objective(logits)
     if not cdcr_weight:
       return kl, {'kl': kl, 'cdcr': jnp.zeros((), jnp.float32)}
     cdcr = module.apply({'params': p}, video_repr, text_repr, text_mask, method=_channel_decorrelation)
@@ -106,23 +116,75 @@ def loss_parts_and_grads(module: video.ActionCLIP, params, frames, ids, labels, 
   return loss, parts, jax.tree_util.tree_map(jnp.add, head_grads, encoder_grads)
 
 
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """What the step trains with: `kind` 'kl' (ActionCLIP's) or 'sigmoid', and whether the batch's videos carry
+  multi-hot `labels` [B, C] (data.multilabel) rather than one `label` each."""
+  kind: str = 'kl'
+  multilabel: bool = False
+  sigmoid_bias: float = 0.0
+
+  @classmethod
+  def from_config(cls, config) -> Loss:
+    return cls(config.solver.get('loss', 'kl'), bool(config.data.get('multilabel', False)),
+               float(config.solver.get('sigmoid_bias', 0.0)))
+
+
+def multilabel_kl_objective(labels, text_classes):
+  """The KL loss with multi-hot labels [B, C] and the class each video's text was drawn from, int [B]: video i and
+  text k are a positive pair when text k's class is one of video i's (`losses.multilabel_targets`)."""
+  return lambda logits: losses.actionclip_loss_from_targets(logits, losses.multilabel_targets(labels, text_classes))
+
+
+def sigmoid_objective(labels, bias: float):
+  """Binary cross-entropy of [B, C] logits plus a fixed bias against multi-hot labels [B, C]."""
+  return lambda logits: losses.sigmoid_loss(logits + bias, labels)
+
+
+def draw_labels(key, labels):
+  """One of each video's labels, uniformly: multi-hot [B, C] -> int [B]. (Training lists leave out videos without
+  a label; one would draw class 0.)"""
+  return jax.random.categorical(key, jnp.where(labels, 0.0, -jnp.inf))
+
+
+def texts_and_objective(key, batch, table, loss: Loss):
+  """The step's texts [N, L] and the objective of their [B, N] logits (see `loss_parts_and_grads`).
+
+  - 'kl', one label a video: each video's class with a template drawn per video (the official train.py);
+  - 'kl', multi-label: one of each video's labels drawn per video and step, then a template as above; the positives
+    are every (video, text) pair whose text's class the video shows;
+  - 'sigmoid': every class once, each with a template drawn per step, [C, L]; each video is scored against all.
+  """
+  if loss.kind == 'sigmoid':
+    labels = batch['labels'] if loss.multilabel else jax.nn.one_hot(batch['label'], table.shape[1]) > 0
+    templates = jax.random.randint(key, (table.shape[1],), 0, table.shape[0])
+    return table[templates, jnp.arange(table.shape[1])], sigmoid_objective(labels, loss.sigmoid_bias)
+  if loss.multilabel:
+    label_key, template_key = jax.random.split(key)
+    text_classes = draw_labels(label_key, batch['labels'])
+    return (prompts.sample_text_ids(template_key, text_classes, table),
+            multilabel_kl_objective(batch['labels'], text_classes))
+  return prompts.sample_text_ids(key, batch['label'], table), kl_objective(batch['label'])
+
+
 def make_train_step(module, tx, table, accum_steps: int, compute_dtype, *, cdcr_weight: float = 0.0,
-                    weight_storage: str = 'float32'):
+                    weight_storage: str = 'float32', loss: Loss = Loss()):
   """The jit-able step. `weight_storage` (optim.store) rounds what it keeps after each update, as the official
   trainer does with 'official_fp16'. The text tower sees `table` without its common padding (prompts.trim_padding:
-  the same loss, fewer positions)."""
+  the same loss, fewer positions). `loss` picks the texts the step encodes and how their logits are scored
+  (`texts_and_objective`)."""
   table = jnp.asarray(prompts.trim_padding(table))
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state['step'])
     text_rng, dropout_rng = jax.random.split(rng)
     frames = augment.normalize(batch['frames'], compute_dtype)
-    ids = prompts.sample_text_ids(text_rng, batch['label'], table)
-    loss, parts, grads = loss_parts_and_grads(module, state['params'], frames, ids, batch['label'], dropout_rng,
-                                              accum_steps, cdcr_weight)
+    ids, objective = texts_and_objective(text_rng, batch, table, loss)
+    loss_value, parts, grads = loss_parts_and_grads(module, state['params'], frames, ids, objective, dropout_rng,
+                                                    accum_steps, cdcr_weight)
     updates, opt_state = tx.update(grads, state['opt'], state['params'])
     params = optim.store(optax.apply_updates(state['params'], updates), weight_storage)
-    stats = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
+    stats = {'loss': loss_value, 'grad_norm': optax.tree.norm(grads),
              **({'loss_kl': parts['kl'], 'cdcr': parts['cdcr']} if cdcr_weight else {}),
              'logit_scale': jnp.exp(state['params']['clip']['logit_scale'])}
     return {'params': params, 'opt': opt_state, 'step': state['step'] + 1}, stats
@@ -158,13 +220,16 @@ def build_step(config, mcfg: video.ActionCLIPConfig, names: list[str], mesh, war
   """The step for `config` on `mesh`, with the class prompts of `names`; nothing is allocated or compiled."""
   table = builders.class_table(config, names, mcfg.clip.context_length)
   layout = builders.train_state(functools.partial(video.init_params, mcfg), config, mesh, warmup_steps, total_steps)
+  loss = Loss.from_config(config)
   fn = make_train_step(video.ActionCLIP(mcfg), layout.tx, table, config.solver.grad_accum_steps,
                        jnp.dtype(mcfg.clip.dtype), cdcr_weight=cdcr_weight(config),
-                       weight_storage=config.solver.get('weight_storage', 'float32'))
+                       weight_storage=config.solver.get('weight_storage', 'float32'), loss=loss)
   trimmed = prompts.trim_padding(table).shape
-  return Step(fn, layout, builders.batch_shapes(config.data.batch_size, mcfg.num_frames, config.data.input_size, mesh),
-              builders.rng_shape(mesh), flops.train_step(mcfg, config.data.batch_size, trimmed[-1]), trimmed,
-              (total_steps, warmup_steps))
+  batch = builders.batch_shapes(config.data.batch_size, mcfg.num_frames, config.data.input_size, mesh,
+                                multilabel_classes=len(names) if loss.multilabel else 0)
+  texts = len(names) if loss.kind == 'sigmoid' else None
+  return Step(fn, layout, batch, builders.rng_shape(mesh),
+              flops.train_step(mcfg, config.data.batch_size, trimmed[-1], texts), trimmed, (total_steps, warmup_steps))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -234,7 +299,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
           with timer.excluded():  # the next logged step_s is the steps' time, not the evaluation's
             results = evaluate.evaluate_params(config, workdir, module, state['params'], mesh, names)
           writer.write_eval(f'{config.eval.name}_step{step}', results)
-          ckpt.save_best(step, state, config_dict, results['top1'])
+          ckpt.save_best(step, state, config_dict, evaluate.headline(results))
         if step % config.checkpoint_every_steps == 0 or is_last or stop:
           ckpt.save(step, state, data_iterator, config_dict)
         if stop:

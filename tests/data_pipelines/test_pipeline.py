@@ -8,7 +8,8 @@ from data_pipelines import pipeline
 from data_pipelines.augment import EvalAugment, TrainAugment
 from data_pipelines.bad_videos import BadVideoError, BadVideoLog, read_bad_videos
 from data_pipelines.randaugment import RandAugment
-from data_pipelines.sampling import SegmentSampler
+from data_pipelines.pack import pack
+from data_pipelines.sampling import IntervalSampler, SegmentSampler
 from data_pipelines.sources import FrameFolderSource, PackedSource, VideoFileSource
 
 SIZE = 16
@@ -154,3 +155,65 @@ def test_global_batch_shards_over_the_data_axis():
   assert arrays['frames'].shape == batch['frames'].shape
   assert arrays['label'].sharding.spec == jax.sharding.PartitionSpec('data')
   np.testing.assert_array_equal(np.asarray(arrays['label']), batch['label'])
+
+
+# --- Multi-label sets ---------------------------------------------------------------------------------------------
+
+CLASSES = 4
+# Per video: its labels and intervals. Video 0's two intervals do not overlap, so an interval clip shows one class;
+# videos 2 and 4 have no intervals (interval sampling falls back to the whole video); video 3 has no label.
+MULTI = [((1, 2), ((1, 0.0, 0.25), (2, 0.5, 1.0))), ((0, 3), ((0, 0.0, 1.0), (3, 0.2, 0.4))), ((1, 3), ()),
+         ((), ()), ((0, 1, 2, 3), ())]
+
+
+def multilabel(records):
+  return [dataclasses.replace(r, label=labels[0] if labels else -1, labels=labels, intervals=intervals)
+          for r, (labels, intervals) in zip(records, MULTI)]
+
+
+def hot(labels):
+  return np.isin(np.arange(CLASSES), labels)
+
+
+@pytest.mark.parametrize('mode', ['video', 'interval'])
+def test_multilabel_train_batches_are_multi_hot(videos, mode):
+  records = multilabel(videos)
+  sampler = SegmentSampler(4) if mode == 'video' else IntervalSampler(SegmentSampler(4))
+  batches = collect(pipeline.train_dataset(VideoFileSource(records), sampler, TRAIN, batch_size=5, seed=0,
+                                           num_epochs=6, multilabel_classes=CLASSES, **ONE_PROCESS))
+  assert {k: (v.shape, v.dtype) for k, v in batches[0].items()} == {
+      'frames': ((5, 4, SIZE, SIZE, 3), np.uint8), 'label': ((5,), np.int32), 'video_id': ((5,), np.int32),
+      'labels': ((5, CLASSES), np.bool_)}
+  drawn = set()  # video 0's clips' classes
+  for batch in batches:
+    for video_id, label, labels in zip(batch['video_id'], batch['label'], batch['labels']):
+      record = records[video_id]
+      assert label == record.label
+      if mode == 'interval' and video_id == 0:
+        drawn.add(tuple(np.flatnonzero(labels).tolist()))
+      else:  # video 1's interval 0 spans the video, so any of its clips overlaps its other interval too
+        np.testing.assert_array_equal(labels, hot(record.labels))
+  if mode == 'interval':
+    assert drawn == {(1,), (2,)}  # a clip inside one of its two disjoint intervals, each drawn in 6 epochs
+
+
+def test_multilabel_eval_batches_have_every_label_and_none_for_padding(videos):
+  records = multilabel(videos)
+  batches = collect(pipeline.eval_dataset(VideoFileSource(records), IntervalSampler(SegmentSampler(4)),
+                                          EvalAugment(SIZE), batch_size=2, multilabel_classes=CLASSES,
+                                          **ONE_PROCESS))
+  assert len(batches) == 3 and batches[0]['labels'].shape == (2, CLASSES) and batches[0]['labels'].dtype == np.bool_
+  labels, mask = (np.concatenate([b[key] for b in batches]) for key in ('labels', 'mask'))
+  np.testing.assert_array_equal(labels, [hot(r.labels) for r in records] + [hot(())])
+  assert mask.tolist() == [True] * 5 + [False]
+
+
+def test_packed_sources_keep_multilabel_records(videos, tmp_path):
+  records = multilabel(videos[:2])
+  out = str(tmp_path / 'packed')
+  assert pack(records, out, short_side=SIZE, workers=1) == records
+  source = PackedSource(out)
+  assert source.records == records
+  batch, = collect(pipeline.eval_dataset(source, SegmentSampler(2), EvalAugment(SIZE), batch_size=2,
+                                         multilabel_classes=CLASSES, **ONE_PROCESS))
+  np.testing.assert_array_equal(batch['labels'], [hot(r.labels) for r in records])

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from data_pipelines.sampling import DenseSampler, SegmentSampler
+from data_pipelines.sampling import DenseSampler, IntervalSampler, SegmentSampler, interval_frames
 
 CASES = [(n, t, l) for n, t, l in itertools.product(range(1, 90), (1, 2, 3, 8), (1, 2, 3))
          if not (t == 1 and l > 1)]  # the official single-segment rule returns one frame only
@@ -80,3 +80,47 @@ def test_dense_sampler():
   assert sampler.eval(20).tolist() == [[2, 5, 8, 11], [8, 11, 14, 17]]
   # A video shorter than the clip's span wraps around.
   assert sampler.train(5, rng).tolist() == [0, 3, 1, 4]
+
+
+def test_interval_frames_cover_the_interval_and_at_least_one_frame():
+  assert interval_frames(0.25, 0.5, 40) == (10, 20)
+  assert interval_frames(0.26, 0.49, 40) == (10, 20)  # every frame the interval touches
+  assert interval_frames(0.5, 0.5, 10) == (5, 6)  # an instant is its frame
+  assert interval_frames(1.0, 1.0, 10) == (9, 10)  # an instant at the very end is the last frame
+  assert interval_frames(0.0, 1.0, 7) == (0, 7)
+
+
+INTERVALS = ((0, 0.0, 1.0), (1, 0.25, 0.5), (2, 0.75, 0.9))  # frames [0, 100), [25, 50), [75, 90) of 100
+
+
+def test_interval_clips_stay_inside_one_interval_and_carry_the_classes_active_in_them():
+  sampler = IntervalSampler(SegmentSampler(4))
+  rng = np.random.default_rng(0)
+  chosen = {0: 0, 1: 0, 2: 0}
+  for _ in range(600):
+    indices, labels = sampler.train_interval(100, INTERVALS, rng)
+    assert indices.shape == (4,) and (np.diff(indices) >= 0).all()
+    first, last = int(indices.min()), int(indices.max())
+    # A whole-video clip has one frame in each quarter, so it never fits inside interval 1 or 2.
+    inside = [k for k, (lo, hi) in ((1, (25, 50)), (2, (75, 90))) if lo <= first and last < hi]
+    interval = inside[0] if inside else 0
+    chosen[interval] += 1
+    lo, hi = {0: (0, 100), 1: (25, 50), 2: (75, 90)}[interval]
+    # The segment rule inside the interval: one frame from each of its 4 equal parts.
+    for segment, allowed in enumerate(official_train_starts(hi - lo, 4, 1)):
+      assert indices[segment] - lo in allowed
+    expected = tuple(c for c, a, b in ((0, 0, 100), (1, 25, 50), (2, 75, 90)) if a <= last and b > first)
+    assert labels == expected
+    assert interval in labels
+  # Uniform over the intervals: 600 draws, within 5 binomial standard deviations of 200 each.
+  assert all(abs(count - 200) < 5 * np.sqrt(600 * 1 / 3 * 2 / 3) for count in chosen.values()), chosen
+
+
+def test_interval_sampler_samples_whole_videos_otherwise():
+  """Evaluation, and training on a record without intervals (the pipeline calls `train` then), see the video."""
+  segment = SegmentSampler(8, num_clips=2)
+  sampler = IntervalSampler(segment)
+  assert (sampler.clip_frames, sampler.num_clips) == (8, 2)
+  np.testing.assert_array_equal(sampler.eval(77), segment.eval(77))
+  np.testing.assert_array_equal(sampler.train(77, np.random.default_rng(3)),
+                                segment.train(77, np.random.default_rng(3)))

@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import pack
+from data_pipelines import pack, sampling, sources
+from data_pipelines.annotations import VideoRecord
 from data_pipelines.bad_videos import BadVideoError
 from data_pipelines.sources import FrameFolderSource, PackedSource, VideoFileSource
 
@@ -80,3 +81,43 @@ def test_pack_rejects_a_bad_list_line_with_file_and_line_before_writing_anything
   with pytest.raises(SystemExit, match=rf'^{video_list}:2: label 2 is not in the label CSV'):
     pack.main(['--list', str(video_list), '--labels', str(labels), '--out', str(tmp_path / 'out')])
   assert not (tmp_path / 'out').exists()
+
+
+def test_a_cached_source_reads_the_pixels_decoding_does_and_decodes_each_video_once(videos, tmp_path, monkeypatch):
+  plain = VideoFileSource(videos, short_side=24)
+  cached = VideoFileSource(videos, short_side=24, cache=True)
+  sampler = sampling.SegmentSampler(4, 2, num_clips=2)
+  rng = np.random.default_rng(0)
+  for index in [*range(len(videos))] * 2:
+    picks = [sampler.train(videos[index].num_frames, rng), sampler.eval(videos[index].num_frames)]
+    for pick in picks:
+      want = plain.read(index, lambda n, p=pick: p)
+      got = cached.read(index, lambda n, p=pick: p)
+      np.testing.assert_array_equal(got, want)  # every container and codec of the fixture, seeks included
+      got[:] = 0  # what a reader does to its frames does not reach the cache
+  decodes = []
+  monkeypatch.setattr(sources, 'decode_frames', lambda *a, **k: decodes.append(a) or pytest.fail('decoded again'))
+  assert cached.read(0, lambda n: np.arange(n)).any()  # from memory
+  assert not decodes
+  # A video that cannot be read is not cached: it fails at every read.
+  broken = tmp_path / 'broken.mp4'
+  broken.write_bytes(b'not a video')
+  bad = VideoFileSource([VideoRecord(str(broken), None, 0, 0)], cache=True)
+  monkeypatch.undo()
+  for _ in range(2):
+    with pytest.raises(BadVideoError):
+      bad.read(0, np.arange)
+
+
+def test_cached_captioned_images_are_the_decoded_images(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  records = []
+  for i in range(2):
+    Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / f'{i}.png')
+    records.append(VideoRecord(str(tmp_path / f'{i}.png'), 1, i, i))
+  plain, cached = sources.CaptionedImages(records, 16), sources.CaptionedImages(records, 16, cache=True)
+  for index in (0, 1, 0, 1):
+    got = cached.read(index, None)
+    np.testing.assert_array_equal(got, plain.read(index, None))
+    got[:] = 0  # the caller's copy

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from data_pipelines import annotations, synthetic
+from data_pipelines import annotations, sampling, synthetic, video_decode
 
 # A seconds-sized world: two objects, every verb; each object's default held-out pair.
 OBJECTS = (('red', 'circle'), ('blue', 'square'))
@@ -147,3 +147,119 @@ def test_bad_arguments_fail_before_writing(tmp_path):
     synthetic.make_world(str(tmp_path / 'w'), objects=OBJECTS, heldout=[('red', 'circle', 'growing'),
                                                                         ('green', 'circle', 'growing')])
   assert not os.path.exists(tmp_path / 'w')
+
+
+# --- The multi-label world ----------------------------------------------------------------------------------------
+
+# Three objects, so a video's pair varies.
+MULTI_OBJECTS = OBJECTS + (('green', 'triangle'),)
+MULTI_SIZE = dict(objects=MULTI_OBJECTS, train_videos=12, val_videos=3, heldout_videos=4, frames=(8, 12))
+
+
+@pytest.fixture(scope='module')
+def multilabel_world(tmp_path_factory):
+  return synthetic.make_multilabel_world(str(tmp_path_factory.mktemp('multilabel')), seed=5, charades=True,
+                                         **MULTI_SIZE)
+
+
+def _combos(world, label_key):
+  with open(world['world']) as f:
+    classes = json.load(f)['classes']
+  split = 'heldout' if label_key == 'heldout_label_list' else 'seen'
+  combos = {c['id']: (c['colour'], c['shape'], c['verb']) for c in classes if c['split'] == split}
+  assert [synthetic.class_name(*combos[i]) for i in range(len(combos))] == annotations.read_label_csv(world[label_key])
+  return combos
+
+
+@pytest.mark.parametrize('split, label_key', [('train', 'label_list'), ('val', 'label_list'),
+                                              ('heldout', 'heldout_label_list')])
+def test_multilabel_videos_show_two_objects_each_with_its_verb(multilabel_world, split, label_key):
+  combos = _combos(multilabel_world, label_key)
+  records, problems = annotations.read_multilabel_list(
+      multilabel_world[f'{split}_list'], annotations.read_label_csv(multilabel_world[label_key]),
+      root=multilabel_world['root'])
+  assert problems == [] and len(records) == MULTI_SIZE[f'{split}_videos']
+  heldout = set(synthetic.default_heldout(MULTI_OBJECTS))
+  for record in records:
+    assert len(record.labels) == 2
+    (colour_a, shape_a, _), (colour_b, shape_b, _) = (combos[label] for label in record.labels)
+    assert (colour_a, shape_a) != (colour_b, shape_b)
+    # Seen splits never show a held-out combination; the held-out split shows nothing else.
+    assert all((combos[label] in heldout) == (split == 'heldout') for label in record.labels)
+  assert _decode(records[0].path).shape == (records[0].num_frames, 64, 64, 3)
+
+
+def test_multilabel_world_in_charades_formats(multilabel_world):
+  """The Charades copy lists the same videos with the same labels; the first object acts all video long, the second
+  in half to three quarters of it, and the times map back to those frames."""
+  for split, classes in (('train', 'charades_classes'), ('val', 'charades_classes'),
+                         ('heldout', 'charades_heldout_classes')):
+    names = annotations.read_label_csv(multilabel_world[classes])
+    assert names == annotations.read_label_csv(multilabel_world['heldout_label_list' if split == 'heldout'
+                                                                else 'label_list'])
+    records, problems = annotations.read_video_list(multilabel_world[f'charades_{split}'], names,
+                                                    multilabel_world['charades_root'], multilabel=True)
+    listed, _ = annotations.read_multilabel_list(multilabel_world[f'{split}_list'], names, multilabel_world['root'])
+    assert problems == []
+    assert [(r.path, r.labels) for r in records] == [(r.path, r.labels) for r in listed]
+    for record, listing in zip(records, listed):
+      spans = sorted((stop - first, first) for _, start, end in record.intervals
+                     for first, stop in [sampling.interval_frames(start, end, listing.num_frames)])
+      n = listing.num_frames
+      assert spans[1] == (n, 0) and -(-n // 2) <= spans[0][0] <= 3 * n // 4
+
+
+def test_the_second_object_acts_only_in_its_span(tmp_path, monkeypatch):
+  """Outside its span the second object holds still (its label is not active there); inside it, it changes."""
+  drawn, draw = [], synthetic._draw_object
+
+  def spy(frames, shape, colour, *states, marked=True):
+    if marked:  # an object, not a distractor
+      drawn.append(np.stack(states, axis=1))
+    draw(frames, shape, colour, *states, marked=marked)
+  monkeypatch.setattr(synthetic, '_draw_object', spy)
+  (tmp_path / 'videos').mkdir()
+  _, seen, _ = synthetic._classes(OBJECTS, synthetic.VERBS, None)
+  for i in range(6):
+    drawn.clear()
+    job = synthetic._PairVideo(str(tmp_path), 0, 'train', i, tuple(seen), 64, (16, 32), 64)
+    result = synthetic._write_pair_video(job)
+    (first, second), ((_, n), (begin, stop)) = drawn, result.spans
+    assert first.shape == second.shape == (result.num_frames, 5) and n == result.num_frames  # x, y, r, angle, alpha
+    assert (second[:begin] == second[begin]).all() and (second[stop:] == second[stop - 1]).all()
+    assert not (second[begin:stop] == second[begin]).all()
+    assert not (first == first[0]).all()
+
+
+def test_multilabel_world_is_a_function_of_the_seed(multilabel_world, tmp_path):
+  again = synthetic.make_multilabel_world(str(tmp_path / 'again'), seed=5, **MULTI_SIZE)
+  for key in ('label_list', 'heldout_label_list', 'train_list', 'val_list', 'heldout_list'):
+    with open(multilabel_world[key]) as a, open(again[key]) as b:
+      assert a.read() == b.read(), key
+  video = open(multilabel_world['val_list']).readline().split(' ')[0]
+  np.testing.assert_array_equal(_decode(os.path.join(again['root'], video)),
+                                _decode(os.path.join(multilabel_world['root'], video)))
+
+
+def test_multilabel_world_needs_two_objects(tmp_path):
+  with pytest.raises(ValueError, match='Two objects a video need at least two objects with seen classes'):
+    synthetic.make_multilabel_world(str(tmp_path / 'w'), objects=OBJECTS[:1])
+  with pytest.raises(ValueError, match='size must be at least 62'):
+    synthetic.make_multilabel_world(str(tmp_path / 'w'), size=32)
+  with pytest.raises(SystemExit):
+    synthetic.main(['--out', str(tmp_path / 'w'), '--charades'])  # --charades lists the multi-label world only
+
+
+def test_multilabel_world_written_smaller_is_the_block_average(tmp_path):
+  full = synthetic.make_multilabel_world(str(tmp_path / 'full'), train_videos=1, val_videos=1, heldout_videos=1)
+  half = synthetic.make_multilabel_world(str(tmp_path / 'half'), train_videos=1, val_videos=1, heldout_videos=1,
+                                         video_size=32)
+  assert open(full['train_list']).read() == open(half['train_list']).read()  # the same videos, labels and lengths
+  big, small = (video_decode.decode_frames(os.path.join(w['root'], 'videos', 'train_00000.mp4'),
+                                           lambda n: np.array([0, 5])) for w in (full, half))
+  assert small.shape[1:3] == (32, 32) and big.shape[1:3] == (64, 64)
+  averaged = big.astype(np.float32).reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4))
+  # Both went through MPEG-4 at a high bit rate: a few levels of coding error on the mean, far below a moved object.
+  assert np.abs(small.astype(np.float32) - averaged).mean() < 4
+  with pytest.raises(ValueError, match='must divide size=64'):
+    synthetic.make_multilabel_world(str(tmp_path / 'bad'), train_videos=1, video_size=24)

@@ -47,7 +47,7 @@ def test_loss_prefers_matching_pairs():
 
 
 def test_rejects_logits_that_do_not_match_the_batch():
-  with pytest.raises(ValueError, match=r'must be \[batch, batch\] = \(4, 4\) for 4 labels; got \(4, 5\)'):
+  with pytest.raises(ValueError, match=r'must be \[batch, batch\] = \(4, 4\) for 4 videos; got \(4, 5\)'):
     losses.actionclip_loss_from_logits(jnp.zeros((4, 5)), jnp.arange(4))
 
 
@@ -67,7 +67,8 @@ def test_wti_regularizer_changes_the_training_gradient_and_weight_zero_turns_it_
   labels = jnp.asarray([0, 1, 2, 3])
 
   def run(p):
-    steps = [train.loss_parts_and_grads(module, p, frames, ids, labels, jax.random.key(2), cdcr_weight=w)
+    steps = [train.loss_parts_and_grads(module, p, frames, ids, train.kl_objective(labels), jax.random.key(2),
+                                      cdcr_weight=w)
              for w in (0.0, 0.001)]
     video_repr = module.apply({'params': p}, frames, method=module.encode_video)
     _, tokens, mask = module.apply({'params': p}, ids, method=module.encode_text)
@@ -98,3 +99,58 @@ def test_cdcr_weight_defaults_to_drls_with_wti_only():
   c = k400.get_config('wti')
   c.network.cdcr_weight = 0.0
   assert train.cdcr_weight(c) == 0.0
+
+
+# --- Multi-label targets -------------------------------------------------------------------------------------------
+
+
+def _numpy_multilabel_kl(logits: np.ndarray, labels: np.ndarray, text_classes: np.ndarray) -> float:
+  """The loss written out element by element in float64: G[i, k] = 1 when text k's class is one of video i's."""
+  b = len(logits)
+  g = np.array([[float(labels[i, text_classes[k]]) for k in range(b)] for i in range(b)])
+
+  def kl_rows(x, targets):
+    total = 0.0
+    for row, t in zip(x, targets):
+      p = np.exp(10 * t - np.log(np.exp(10 * t).sum()))
+      log_q = row - np.log(np.exp(row).sum())
+      total += float((p * (np.log(p) - log_q)).sum())
+    return total / b
+
+  return (kl_rows(logits, g) + kl_rows(logits.T, g.T)) / 2
+
+
+def test_multilabel_kl_matches_numpy():
+  rng = np.random.default_rng(0)
+  b, c = 8, 5
+  labels = rng.random((b, c)) < 0.4
+  labels[np.arange(b), rng.integers(c, size=b)] = True  # every video has at least one label
+  text_classes = np.array([rng.choice(np.flatnonzero(row)) for row in labels])  # one of its own, as the step draws
+  logits = rng.normal(0, 3, (b, b)).astype(np.float32)
+  value = losses.actionclip_loss_from_targets(logits, losses.multilabel_targets(jnp.asarray(labels),
+                                                                              jnp.asarray(text_classes)))
+  expected = _numpy_multilabel_kl(logits.astype(np.float64), labels, text_classes)
+  # A b-term log-sum-exp per row of O(10) logits, summed over 2b rows: float32 rounding relative to the sum.
+  np.testing.assert_allclose(value, expected, rtol=rounding(4 * b))
+
+
+def test_multilabel_targets_with_one_label_each_are_the_same_label_loss():
+  labels = jnp.array([3, 1, 3, 0, 1, 3, 2, 2])
+  logits = jax.random.normal(jax.random.key(0), (8, 8)) * 3
+  multi_hot = jax.nn.one_hot(labels, 4) > 0
+  # The same float32 operations on the same targets: equal to the bit.
+  assert losses.actionclip_loss_from_targets(logits, losses.multilabel_targets(multi_hot, labels)) == \
+      losses.actionclip_loss_from_logits(logits, labels)
+
+
+def test_sigmoid_loss_matches_torch_bce():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(0, 4, (6, 7)).astype(np.float32)
+  labels = rng.random((6, 7)) < 0.3
+  value = losses.sigmoid_loss(logits, labels)
+  expected = torch.nn.functional.binary_cross_entropy_with_logits(
+      torch.from_numpy(logits), torch.from_numpy(labels.astype(np.float32)), reduction='sum').item() / 6
+  # 42 O(1-10) terms summed: float32 rounding of the sum, relative.
+  np.testing.assert_allclose(value, expected, rtol=rounding(42))
+  with pytest.raises(ValueError, match=r'must both be \[batch, classes\]'):
+    losses.sigmoid_loss(logits, labels[:, :3])

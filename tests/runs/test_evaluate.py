@@ -1,6 +1,6 @@
 """Evaluation switches and protocols, in process: views averaged as probabilities among any class subset, the
 zero-shot subsets, the official eval path (no pre-scaling, the last partial batch dropped), Conv_1D's reshape for
-official checkpoints whatever loads them."""
+official checkpoints whatever loads them; multi-label AP, mAP and threshold."""
 import numpy as np
 import pytest
 
@@ -151,5 +151,70 @@ def test_zero_shot_splits_and_k600_protocols_report_every_split(dataset, tmp_pat
   results = evaluate.run(k600, str(tmp_path / 'k600'), 'zero_shot')
   assert results['splits'] == 2 and all(len(r['classes']) == 2 and names[0] not in r['classes']
                                         for r in results['per_split'])
+  # eval.k600_splits: the named class lists, found by name (other case and spacing), instead of random subsets
+  # (which never hold names[0], the known class).
+  (tmp_path / 'a.csv').write_text(f'id,name\n0,{names[2].upper()}\n1,{names[0]}\n')
+  (tmp_path / 'b.csv').write_text(f'id,name\n0,{names[1]}\n1,{names[0].replace(" ", "_")}\n')
+  k600.eval.k600_splits = f'{tmp_path / "a.csv"},{tmp_path / "b.csv"}'
+  named = evaluate.run(k600, str(tmp_path / 'k600_named'), 'zero_shot')
+  assert [r['classes'] for r in named['per_split']] == [[names[0], names[2]], [names[0], names[1]]]
   out = capsys.readouterr().out
   assert 'over 3 splits' in out and 'over 2 splits' in out
+
+
+# --- Multi-label: AP against hand-computed cases, mAP's exclusions and chance, the F1 threshold -------------------
+
+
+def test_average_precision_by_hand():
+  # Positives at ranks 1, 3 and 5: precisions 1/1, 2/3, 3/5.
+  ap = evaluate.average_precision(np.array([0.9, 0.8, 0.7, 0.6, 0.5]), np.array([1, 0, 1, 0, 1]))
+  assert ap == pytest.approx((1 + 2 / 3 + 3 / 5) / 3, abs=1e-12)
+  # The order of the scores, not the order given, decides.
+  ap_shuffled = evaluate.average_precision(np.array([0.6, 0.9, 0.5, 0.8, 0.7]), np.array([0, 1, 1, 0, 1]))
+  assert ap_shuffled == pytest.approx(ap, abs=1e-12)
+  assert evaluate.average_precision(np.array([0.3, 0.2, 0.1]), np.array([1, 1, 0])) == 1.0
+
+
+def test_tied_scores_are_one_threshold():
+  # Thresholds 0.9 (P 0, R 0), 0.5 (3 videos, 1 hit: P 1/3, R 1/2), 0.1 (P 1/2, R 1): AP = 1/2 * 1/3 + 1/2 * 1/2.
+  # Ranking the tie either way would give 1/2 * 1/2 + 1/2 * 1/2 or 1/2 * 1/3 + 1/2 * 1/2 + ...: ties must not
+  # depend on the input order.
+  scores, positives = np.array([0.9, 0.5, 0.5, 0.1]), np.array([0, 1, 0, 1])
+  expected = 0.5 / 3 + 0.5 * 0.5
+  assert evaluate.average_precision(scores, positives) == pytest.approx(expected, abs=1e-12)
+  assert evaluate.average_precision(scores[[0, 2, 1, 3]], positives[[0, 2, 1, 3]]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_map_excludes_classes_without_positives_and_names_them():
+  names = ['a', 'b', 'c']
+  labels = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]], bool)
+  probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1], [0.1, 0.2, 0.7]])
+  out = evaluate.multilabel_metrics(probs, labels, names)
+  ap_a = 1.0  # a's positives score 0.8 and 0.5, above every negative
+  ap_b = (1 + 2 / 2) / 2  # b: 0.7 (hit), 0.4 (hit): both first
+  assert out['per_class_ap'] == pytest.approx({'a': 100 * ap_a, 'b': 100 * ap_b})
+  assert out['mAP'] == pytest.approx(100 * (ap_a + ap_b) / 2)
+  assert out['classes_scored'] == 2 and out['classes_without_positives'] == ['c']
+  assert out['chance_mAP'] == pytest.approx(100 * (2 / 4 + 2 / 4) / 2)  # each scored class's prevalence
+  assert out['videos'] == 4
+  with pytest.raises(ValueError, match='none of the 3 classes has a positive'):
+    evaluate.multilabel_metrics(probs, np.zeros_like(labels), names)
+
+
+def test_random_scores_average_the_chance_map():
+  rng = np.random.default_rng(0)
+  labels = rng.random((4000, 5)) < np.array([0.05, 0.1, 0.2, 0.4, 0.6])
+  out = evaluate.multilabel_metrics(rng.random(labels.shape), labels, list('abcde'))
+  # AP of random scores is the prevalence up to sampling noise (~1/sqrt(positives) relative).
+  assert out['mAP'] == pytest.approx(out['chance_mAP'], rel=0.1)
+
+
+def test_threshold_maximizes_micro_f1():
+  probs = np.array([[0.9, 0.6, 0.2], [0.8, 0.3, 0.1], [0.4, 0.7, 0.05]])
+  labels = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0]], bool)
+  out = evaluate.best_threshold(probs, labels)
+  # The four positives are exactly the four highest probabilities (0.9, 0.8, 0.7, 0.6): F1 = 1 between 0.6 and 0.4.
+  assert out['micro_f1'] == pytest.approx(100.0)
+  assert 0.4 < out['threshold'] < 0.6
+  predicted = probs > out['threshold']
+  assert (predicted == labels).all()

@@ -117,7 +117,8 @@ def test_gradient_accumulation_is_the_whole_batch_gradient():
   frames = jax.random.normal(jax.random.key(1), (8, 2, 32, 32, 3))
   ids = jax.numpy.asarray(tokenize(['a dog', 'a cat', 'archery', 'juggling'] * 2, context_length=16))
   labels = jax.numpy.asarray([0, 1, 2, 3, 0, 1, 2, 0])
-  grads = jax.jit(lambda p, k: train.loss_parts_and_grads(module, p, frames, ids, labels, jax.random.key(2), k)[::2],
+  objective = train.kl_objective(labels)
+  grads = jax.jit(lambda p, k: train.loss_parts_and_grads(module, p, frames, ids, objective, jax.random.key(2), k)[::2],
                   static_argnums=1)
   (loss1, g1), (loss4, g4) = grads(params, 1), grads(params, 4)
   # Chunking changes only the order of float32 sums: each entry accumulates over 8 samples x (2 frames x 17 or
@@ -139,9 +140,33 @@ def test_the_text_padding_the_step_trims_changes_neither_loss_nor_gradient():
   trimmed = prompts.trim_padding(ids)
   assert trimmed.shape == (4, 7) and (ids[:, 7:] == 0).all()
   labels = jax.numpy.asarray([0, 1, 2, 0])
-  grads = jax.jit(lambda p, i: train.loss_parts_and_grads(module, p, frames, i, labels, jax.random.key(2),
+  objective = train.kl_objective(labels)
+  grads = jax.jit(lambda p, i: train.loss_parts_and_grads(module, p, frames, i, objective, jax.random.key(2),
                                                           cdcr_weight=0.001)[::2])
   (loss, g), (loss_trimmed, g_trimmed) = grads(params, ids), grads(params, trimmed)
   # Only the text softmaxes' sums change length (over exact zeros); the bounds are those of the test above.
   np.testing.assert_allclose(loss_trimmed, loss, atol=rounding(4 * 4, loss), rtol=0)
   assert_trees_close(g_trimmed, g, terms=1000)
+
+
+def test_multilabel_texts_are_drawn_from_each_videos_labels_and_sigmoid_scores_every_class():
+  table = np.arange(3 * 5 * 4).reshape(3, 5, 4)  # [K templates, C classes, L]: every entry names its (k, c)
+  labels = np.zeros((6, 5), bool)
+  labels[np.arange(6), [0, 1, 2, 3, 4, 0]] = True
+  labels[[0, 2, 4], [3, 3, 1]] = True
+  batch = {'label': np.array([0, 1, 2, 3, 4, 0]), 'labels': labels}
+  drawn = set()
+  for seed in range(20):
+    ids, objective = train.texts_and_objective(jax.random.key(seed), batch, table,
+                                               train.Loss('kl', multilabel=True))
+    k, c = np.asarray(ids[:, 0]) // 20, np.asarray(ids[:, 0]) % 20 // 4  # back to (template, class)
+    assert labels[np.arange(6), c].all() and (k < 3).all()  # each video's text is one of its own classes
+    drawn |= {(i, int(ci)) for i, ci in enumerate(c)}
+    # Its objective is the KL loss with those positives: the loss of logits that single them out is lower.
+    positives = labels[:, c]
+    assert objective(np.where(positives, 10.0, 0.0)) < objective(np.where(positives, 0.0, 10.0))
+  assert drawn == {(i, int(c)) for i, c in zip(*np.nonzero(labels))}  # every label of every video, over 20 steps
+  ids, objective = train.texts_and_objective(jax.random.key(0), batch, table, train.Loss('sigmoid', True, -1.0))
+  assert ids.shape == (5, 4) and (np.asarray(ids[:, 0]) % 20 // 4 == np.arange(5)).all()  # each class once
+  np.testing.assert_allclose(objective(np.zeros((6, 5))), 5 * np.log(1 + np.e ** -1) + labels.sum() / 6,
+                             rtol=rounding(30))  # softplus(-1) a pair, plus 1 for each positive
