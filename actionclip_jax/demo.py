@@ -183,32 +183,44 @@ class Demo:
           'data.label_list': world['heldout_label_list']})
     return read_json(os.path.join(workdir, 'eval_few_shot_heldout.json'))
 
-  def finetune_and_evaluate(self, world: dict, pretrained: str) -> dict:
-    """{run: its results}, `self.parallel` stages at a time."""
+  @contextlib.contextmanager
+  def pool(self):
+    """A pool running `self.parallel` stages at a time; a failed stage stops the demo: nothing more is started."""
     with concurrent.futures.ThreadPoolExecutor(self.parallel) as pool:
       try:
-        # Every fine-tune is queued before any evaluation, so an evaluation waiting for its run's fine-tune holds a
-        # worker only while that fine-tune runs on another.
-        trained = {run: pool.submit(self.finetune, run, world, pretrained) for run in self.runs}
-
-        def after_training(run, evaluate, *args):
-          return evaluate(run, trained[run].result(), world, *args)
-
-        pending = {run: {'val_direction': pool.submit(after_training, run, self.direction_top1),
-                         'zero_shot': pool.submit(after_training, run, self.zero_shot),
-                         **{f'few_shot_{k}': pool.submit(after_training, run, self.few_shot, k)
-                            for k in self.shots}}
-                   for run in self.runs}
-        return {run: {'val': final_eval(trained[run].result()),
-                      **results_of(pending[run])} for run in self.runs}
+        yield pool
       except BaseException:
-        pool.shutdown(cancel_futures=True)  # a failed stage stops the demo: start nothing more
+        pool.shutdown(cancel_futures=True)
         raise
 
-  def report(self) -> None:
+  def finetune_and_evaluate(self, world: dict, pretrained: str) -> dict:
+    """{run: its results}, `self.parallel` stages at a time."""
+    with self.pool() as pool:
+      # Every fine-tune is queued before any evaluation, so an evaluation waiting for its run's fine-tune holds a
+      # worker only while that fine-tune runs on another.
+      trained = {run: pool.submit(self.finetune, run, world, pretrained) for run in self.runs}
+
+      def after_training(run, evaluate, *args):
+        return evaluate(run, trained[run].result(), world, *args)
+
+      pending = {run: {'val_direction': pool.submit(after_training, run, self.direction_top1),
+                       'zero_shot': pool.submit(after_training, run, self.zero_shot),
+                       **{f'few_shot_{k}': pool.submit(after_training, run, self.few_shot, k)
+                          for k in self.shots}}
+                 for run in self.runs}
+      return {run: {'val': final_eval(trained[run].result()),
+                    **results_of(pending[run])} for run in self.runs}
+
+  def finish(self, start: float, results: dict, multilabel: bool = False) -> dict:
+    """results.json (what the report reads), the report, then results.json again with the report's time and the
+    total."""
+    metrics.write_json(self.path('results.json'), results)
     from actionclip_jax import report  # matplotlib: only this stage needs it
     with self.stage('report'):
-      report.write(self.workdir)
+      (report.write_multilabel if multilabel else report.write)(self.workdir)
+    self.timing['total'] = round(time.perf_counter() - start, 2)
+    metrics.write_json(self.path('results.json'), results)
+    return results
 
   # --- The multi-label demo -----------------------------------------------------------------------------------
 
@@ -218,8 +230,8 @@ class Demo:
       world = synthetic.make_multilabel_world(
           self.path('data'), seed=self.seed,
           **(QUICK_MULTILABEL_WORLD if self.quick else {**MULTILABEL_WORLD, 'workers': os.cpu_count() or 1}))
-      single = synthetic.make_world(self.path('data', 'single'), seed=self.seed, **CAPTIONS_ONLY,
-                                    pretrain_images=QUICK_WORLD['pretrain_images'] if self.quick else 2000)
+      pictures = {'pretrain_images': QUICK_WORLD['pretrain_images']} if self.quick else {}
+      single = synthetic.make_world(self.path('data', 'single'), seed=self.seed, **CAPTIONS_ONLY, **pictures)
     return {**world, 'captions': single['captions']}
 
   def finetune_multilabel(self, run: str, seed: int, world: dict, pretrained: str) -> str:
@@ -244,27 +256,17 @@ class Demo:
     world = self.multilabel_world()
     pretrained = self.pretrain(world)
     seeds = MULTILABEL_SEEDS[:1] if self.quick else MULTILABEL_SEEDS
-    with concurrent.futures.ThreadPoolExecutor(self.parallel) as pool:
-      try:
-        trained = {f'multilabel_seed{s}': pool.submit(self.finetune_multilabel, f'multilabel_seed{s}', s, world,
-                                                      pretrained) for s in seeds}
-        heldout = {run: pool.submit(lambda r: self.heldout_map(r, trained[r].result(), world), run)
-                   for run in trained}
-        runs = {run: {'val': final_eval(trained[run].result()), 'zero_shot': heldout[run].result()}
-                for run in trained}
-      except BaseException:
-        pool.shutdown(cancel_futures=True)
-        raise
+    with self.pool() as pool:
+      trained = {f'multilabel_seed{s}': pool.submit(self.finetune_multilabel, f'multilabel_seed{s}', s, world,
+                                                    pretrained) for s in seeds}
+      heldout = {run: pool.submit(lambda r: self.heldout_map(r, trained[r].result(), world), run)
+                 for run in trained}
+      runs = {run: {'val': final_eval(trained[run].result()), 'zero_shot': heldout[run].result()}
+              for run in trained}
     results = {'runs': runs, 'summary': multilabel_summary(runs), 'pretrain': pretrain_summary(pretrained),
                'timing_s': self.timing, 'world': {'videos': {split: len(read_lines(world[f'{split}_list']))
                                                              for split in ('train', 'val', 'heldout')}}}
-    write_json(self.path('results.json'), results)
-    from actionclip_jax import report  # matplotlib: only this stage needs it
-    with self.stage('report'):
-      report.write_multilabel(self.workdir)
-    self.timing['total'] = round(time.perf_counter() - start, 2)
-    write_json(self.path('results.json'), results)
-    return results
+    return self.finish(start, results, multilabel=True)
 
   def run(self) -> dict:
     start = time.perf_counter()
@@ -274,11 +276,7 @@ class Demo:
     summary = world_summary(world)
     results = {'evaluations': evaluations(summary, self.shots), 'runs': runs, 'pretrain': pretrain_summary(pretrained),
                'timing_s': self.timing, 'world': summary}
-    write_json(self.path('results.json'), results)  # what the report reads
-    self.report()
-    self.timing['total'] = round(time.perf_counter() - start, 2)
-    write_json(self.path('results.json'), results)  # again, with the report's time and the total
-    return results
+    return self.finish(start, results)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -295,14 +293,6 @@ def results_of(futures):
 def read_json(path: str):
   with open(path) as f:
     return json.load(f)
-
-
-def write_json(path: str, value) -> None:
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=2)
-    f.write('\n')
-  os.replace(tmp, path)
 
 
 def run_data(workdir: str):

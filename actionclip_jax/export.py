@@ -41,7 +41,6 @@ the sigmoid loss (`solver.loss=sigmoid`) are not exported yet: classify implemen
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
@@ -59,7 +58,7 @@ from actionclip_jax.model import prompts, video
 from actionclip_jax.runs import checkpoints, scoring
 from actionclip_jax.predict import (MODEL_KINDS, LoadedModel, add_class_arguments, class_names, load_model,
                                     positive_int, read_templates)
-from data_pipelines import augment
+from data_pipelines import annotations, augment
 
 FORMATS = {'onnx': '.onnx', 'stablehlo': '.stablehlo'}
 STABLEHLO_PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -275,10 +274,7 @@ def export(model: str, out: str, *, format: str = 'onnx',  # pylint: disable=red
 
 def _write_classes(model: LoadedModel, names: list[str], templates: Sequence[str], out: str) -> None:
   """labels.csv, and classify's text inputs for `names` under `templates` (the texts `predict` encodes)."""
-  with open(os.path.join(out, LABELS), 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['id', 'name'])
-    writer.writerows(enumerate(names))
+  annotations.write_label_csv(os.path.join(out, LABELS), names)
   table = prompts.class_token_ids(names, templates, model.module.config.clip.context_length)
   pooled, tokens, mask = scoring.encode_texts(model.module, model.params, table.reshape(-1, table.shape[-1]))
   grid = table.shape[:2]

@@ -136,7 +136,8 @@ def finetune(c, sim_header: str, interaction: str) -> None:
 def multilabel(c) -> None:
   """`transf` on the multi-label world, written at 32 pixels (drawn at 64, an object a quadrant), the pre-trained
   tower's input, so its objects are half the size pre-training showed. Measured with config seed 1024, 1,200
-  training and 128 val videos: 14.7 / 20.2 / 23.7 / 24.5 val mAP after 200 / 400 / 600 / 800 steps (chance 6.25)."""
+  training and 128 val videos: 14.7 / 20.2 / 23.7 / 24.5 val mAP after 200 / 400 / 600 / 800 steps on a 2-core AMD
+  EPYC, 14.7 / 21.2 / 23.2 / 23.3 on a 2-core Intel Xeon (chance 6.25; docs/demo.md)."""
   finetune(c, 'Transf', 'global')
   c.data.multilabel = True
   c.solver.total_steps = 800

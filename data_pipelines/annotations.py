@@ -88,6 +88,14 @@ def _utf8_lines(path: str, newline: str | None = None):
       yield line
 
 
+def write_label_csv(path: str, names) -> None:
+  """Writes names as the `id,name` CSV `read_label_csv` reads (UTF-8; a name with a comma or a quote is quoted)."""
+  with open(path, 'w', encoding='utf-8', newline='') as f:
+    writer = csv.writer(f, lineterminator='\n')
+    writer.writerow(('id', 'name'))
+    writer.writerows(enumerate(names))
+
+
 def read_label_csv(path: str) -> list[str]:
   """Reads `id,name` rows (with a header) into names indexed by id; ids must be 0..N-1. A `.txt` file is
   Charades' classes list instead (`read_charades_classes`)."""

@@ -38,7 +38,8 @@ import av
 import numpy as np
 import tqdm
 
-from data_pipelines.annotations import AnnotationError, VideoRecord, read_label_csv, read_list_file, read_plain_csv
+from data_pipelines.annotations import (AnnotationError, VideoRecord, read_label_csv, read_list_file, read_plain_csv,
+                                        write_label_csv)
 from data_pipelines.bad_videos import BadVideoError
 from data_pipelines.video_decode import decode_frames
 
@@ -125,13 +126,6 @@ def _write_list(path: str, entries: list[tuple[str, int, int]]) -> None:
     f.writelines(f'{video} {frames} {label}\n' for video, frames, label in entries)
 
 
-def _write_labels(path: str, names: list[str]) -> None:
-  with open(path, 'w', encoding='utf-8', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(('id', 'name'))
-    writer.writerows(enumerate(names))
-
-
 def _frame_counts(paths: list[str], root: str, out: str, workers: int) -> tuple[dict[str, int], int]:
   """The frame count of each readable video (paths relative to `root`), and how many were not: those go, with
   their reasons, to `out/bad.jsonl`."""
@@ -204,7 +198,7 @@ def from_folder(root: str, out: str, *, csv_path: str | None = None, split: floa
   lists = dict(zip(('train', 'val'), split_by_class(entries, split, seed))) if split else {'list': entries}
   for name, listed in lists.items():
     _write_list(os.path.join(out, f'{name}.txt'), listed)
-  _write_labels(os.path.join(out, LABELS), names)
+  write_label_csv(os.path.join(out, LABELS), names)
   return {'lists': {os.path.join(out, f'{name}.txt'): len(listed) for name, listed in lists.items()},
           'labels': os.path.join(out, LABELS), 'classes': len(names), 'bad': bad}
 
@@ -255,7 +249,7 @@ def from_kinetics(annotations: list[str], videos: str, out: str, *, workers: int
     _write_list(os.path.join(out, f'{split}.txt'), listed)
   with open(os.path.join(out, MISSING), 'w', encoding='utf-8') as f:
     f.writelines(f'{name}\n' for name in missing)
-  _write_labels(os.path.join(out, LABELS), names)
+  write_label_csv(os.path.join(out, LABELS), names)
   return {'lists': {path: len(listed) for path, listed in lists.items()}, 'labels': os.path.join(out, LABELS),
           'classes': len(names), 'bad': bad, 'missing': len(missing), 'unlabelled': unlabelled}
 

@@ -50,6 +50,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from data_pipelines.annotations import write_label_csv
+
 
 def _frames(label: int, num_classes: int, index: int, num_frames: int, width: int, height: int,
             colour_per_class: bool = True) -> np.ndarray:
@@ -100,7 +102,7 @@ def make_dataset(root: str, class_names=('juggling balls', 'archery', 'abseiling
   Returns {'root', 'train_list', 'val_list', 'label_list'}.
   """
   os.makedirs(os.path.join(root, 'videos'), exist_ok=True)
-  _write_labels(os.path.join(root, 'labels.csv'), class_names)
+  write_label_csv(os.path.join(root, 'labels.csv'), class_names)
   lists = {}
   for split, per_class in (('train', train_per_class), ('val', val_per_class)):
     lines = []
@@ -116,11 +118,6 @@ def make_dataset(root: str, class_names=('juggling balls', 'archery', 'abseiling
       f.writelines(lines)
   return {'root': root, 'train_list': lists['train'], 'val_list': lists['val'],
           'label_list': os.path.join(root, 'labels.csv')}
-
-
-def _write_labels(path: str, names) -> None:
-  with open(path, 'w') as f:
-    f.write('id,name\n' + ''.join(f'{i},{name}\n' for i, name in enumerate(names)))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -440,8 +437,8 @@ def make_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VERBS, heldout
            'heldout_label_list': os.path.join(out, 'heldout_labels.csv'),
            'captions': os.path.join(out, 'pretrain', 'captions.csv'), 'world': os.path.join(out, 'world.json')}
   os.makedirs(out, exist_ok=True)
-  _write_labels(paths['label_list'], [class_name(*c) for c in seen])
-  _write_labels(paths['heldout_label_list'], [class_name(*c) for c in heldout])
+  write_label_csv(paths['label_list'], [class_name(*c) for c in seen])
+  write_label_csv(paths['heldout_label_list'], [class_name(*c) for c in heldout])
   splits = (('train', seen, train_per_class, 'train_list'), ('val', seen, val_per_class, 'val_list'),
             ('heldout_train', heldout, heldout_train_per_class, 'heldout_train_list'),
             ('heldout', heldout, heldout_per_class, 'heldout_list'))
@@ -579,8 +576,8 @@ def make_multilabel_world(out: str, seed: int = 0, *, objects=OBJECTS, verbs=VER
   paths = {'root': out, 'label_list': os.path.join(out, 'labels.csv'),
            'heldout_label_list': os.path.join(out, 'heldout_labels.csv'), 'world': os.path.join(out, 'world.json')}
   os.makedirs(os.path.join(out, 'videos'), exist_ok=True)
-  _write_labels(paths['label_list'], [class_name(*c) for c in seen])
-  _write_labels(paths['heldout_label_list'], [class_name(*c) for c in heldout])
+  write_label_csv(paths['label_list'], [class_name(*c) for c in seen])
+  write_label_csv(paths['heldout_label_list'], [class_name(*c) for c in heldout])
   splits = (('train', seen, train_videos, 'Charades_v1_train.csv'), ('val', seen, val_videos, 'Charades_v1_test.csv'),
             ('heldout', heldout, heldout_videos, 'Charades_heldout.csv'))
   if charades:

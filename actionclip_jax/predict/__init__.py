@@ -138,11 +138,10 @@ def class_names(model: LoadedModel, labels: str | None, classes: Sequence[str] |
   if labels is None:
     raise ValueError('Which classes? Give labels= (an id,name CSV) or classes= (names)')
   try:
-    path = label_lists.resolve(labels)
+    return label_lists.read(labels)
   except FileNotFoundError as e:
     own = " (the run's own label list; give labels= or classes=)" if labels == model.label_list else ''
     raise FileNotFoundError(f'{e}{own}') from None
-  return annotations.read_label_csv(path)
 
 
 def read_templates(templates: str | Sequence[str] | None, model: LoadedModel) -> tuple[str, ...]:

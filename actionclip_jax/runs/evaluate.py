@@ -43,15 +43,20 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> dict:
 # Multi-label videos (data.multilabel): mean average precision over the classes, the Charades standard.
 
 
+def _thresholds(scores: np.ndarray, positives: np.ndarray):
+  """Scores sorted high to low, and at each distinct score (tied scores are one threshold) the index of its last
+  pair and the positives at or above it: (sorted scores, last [M], true positives [M])."""
+  order = np.argsort(-scores, kind='stable')
+  scores = scores[order]
+  last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+  return scores, last, np.cumsum(positives[order].astype(np.float64))[last]
+
+
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
   """Non-interpolated AP of one class: the mean over its positives of the precision at their rank, with tied
   scores taken as one threshold (scikit-learn's `average_precision_score`; the Charades evaluation script's where no
   scores tie). Needs at least one positive."""
-  order = np.argsort(-scores, kind='stable')
-  scores, positives = scores[order], positives[order].astype(np.float64)
-  # The last index of each run of tied scores: one threshold each.
-  last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-  true_pos = np.cumsum(positives)[last]
+  _, last, true_pos = _thresholds(scores, positives)
   precision = true_pos / (last + 1)
   recall_gain = np.diff(np.r_[0.0, true_pos]) / true_pos[-1]
   return float((precision * recall_gain).sum())
@@ -60,11 +65,8 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
 def best_threshold(probs: np.ndarray, labels: np.ndarray) -> dict:
   """The probability above which a class is predicted that maximizes micro-F1 over every (video, class) pair, and
   that F1: what `predict` uses to name every class of a multi-label video."""
-  flat, truth = probs.ravel(), labels.ravel().astype(bool)
-  order = np.argsort(-flat, kind='stable')
-  flat, truth = flat[order], truth[order]
-  last = np.r_[np.flatnonzero(np.diff(flat)), len(flat) - 1]  # predicting the first i + 1 pairs: ties together
-  true_pos = np.cumsum(truth)[last]
+  truth = labels.ravel().astype(bool)
+  flat, last, true_pos = _thresholds(probs.ravel(), truth)  # predicting the pairs up to last[i]: ties together
   f1 = 2 * true_pos / (last + 1 + truth.sum())
   best = int(np.argmax(f1))
   # Halfway to the next lower score, so the chosen pairs stay above it with some slack.
@@ -107,10 +109,9 @@ def eval_source(config, list_path: str, names: list[str]):
 def video_representations(config, workdir: str, module, params, mesh, list_path: str, names: list[str], src=None,
                           stats: dict | None = None):
   """For each eval batch: (pooled [B*V, D], tokens [B*V, T', D], labels [B] (multi-label: multi-hot [B, C]), mask
-  [B], video_ids [B]), replicated on
-  every process, so each sees every video's scores; `mask` drops padding and bad videos. `src` (default: the
-  list's source) is what is read; `stats` gets the video counts. Raises ValueError after the last batch if no
-  video could be read."""
+  [B], video_ids [B]), replicated on every process, so each sees every video's scores; `mask` drops padding and bad
+  videos. `src` (default: the list's source) is what is read; `stats` gets the video counts. Raises ValueError after
+  the last batch if no video could be read."""
   full = src if src is not None else eval_source(config, list_path, names)
   src, data = inputs.eval_dataset(config, workdir, list_path, names, src=full)
   repr_fn, gather = _repr_fns(module, mesh)

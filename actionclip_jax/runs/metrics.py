@@ -143,7 +143,7 @@ class MetricWriter:
       raise ValueError(f'eval name {name!r} must be a plain file-name part')
     results = _to_python(dict(results))
     path = os.path.join(self.workdir, f'eval_{name}.json')
-    _atomic_write(path, json.dumps(results, indent=2, allow_nan=False) + '\n')
+    write_json(path, results)
     if step is None:
       step = results.get('step') if isinstance(results.get('step'), int) else 0
     self._add_tensorboard(int(step), {f'{name}/{k}': v for k, v in results.items() if k != 'step'})
